@@ -1,0 +1,407 @@
+// Package applier writes batches of change events to the destination
+// PostgreSQL: one transaction per batch, idempotent by action_id and guarded by
+// per-row versions so that no change moves a row backwards.
+//
+// A batch costs a fixed number of statements whatever its size: the events are
+// copied into a session temp table, one statement records the action_ids and
+// picks, per row, the newest change that beats the row's stored version, and
+// one DELETE and one upsert per table write the winners.
+package applier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// Result counts what happened to the events of one batch. Every event is in
+// exactly one of the three counts.
+type Result struct {
+	// Applied changes wrote their row.
+	Applied int `json:"applied"`
+	// Superseded changes were recorded but wrote nothing, because a newer
+	// change to the same row is already in the destination or in this batch.
+	Superseded int `json:"superseded"`
+	// Duplicates were applied before (their action_id is already recorded),
+	// or appear twice in the batch, and were skipped.
+	Duplicates int `json:"duplicates"`
+}
+
+// Add sums two results.
+func (r Result) Add(o Result) Result {
+	return Result{Applied: r.Applied + o.Applied, Superseded: r.Superseded + o.Superseded, Duplicates: r.Duplicates + o.Duplicates}
+}
+
+// Applier applies batches to the tables of its allowlist.
+type Applier struct {
+	pool    *pgxpool.Pool
+	allowed map[string]bool
+
+	mu     sync.Mutex
+	tables map[string]*table // loaded lazily from the catalog
+}
+
+// stagingDDL creates the per-session table that holds the batch being applied.
+// ON COMMIT DELETE ROWS empties it at the end of every transaction.
+const stagingDDL = `CREATE TEMP TABLE IF NOT EXISTS cdcflow_batch (
+	action_id bigint  NOT NULL,
+	tbl       text    NOT NULL,
+	op        text    NOT NULL,
+	key       jsonb   NOT NULL,
+	after     jsonb,
+	won       boolean NOT NULL DEFAULT false
+) ON COMMIT DELETE ROWS`
+
+// ConfigurePool prepares every connection of a pool for Apply. Pass it to
+// db.Open for the pool given to New.
+func ConfigurePool(cfg *pgxpool.Config) {
+	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, stagingDDL)
+		return err
+	}
+}
+
+// New returns an Applier that writes only the given tables (schema-qualified
+// or not). It checks that every table exists and has a primary key.
+func New(ctx context.Context, pool *pgxpool.Pool, tables []string) (*Applier, error) {
+	a := &Applier{pool: pool, allowed: map[string]bool{}, tables: map[string]*table{}}
+	for _, name := range tables {
+		norm, err := event.NormalizeTable(name)
+		if err != nil {
+			return nil, fmt.Errorf("table allowlist: %w", err)
+		}
+		a.allowed[norm] = true
+		if _, err := a.table(ctx, norm, true); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// Apply applies events in one transaction. It returns a *PermanentError when
+// the batch cannot be applied as it is; any other error is transient and the
+// whole batch may be retried.
+func (a *Applier) Apply(ctx context.Context, events []event.Event) (Result, error) {
+	var res Result
+	events, res.Duplicates = dedupe(events)
+	byTable, err := a.plan(ctx, events)
+	if err != nil {
+		return Result{}, err
+	}
+
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		return Result{}, fmt.Errorf("begin apply transaction: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_batch"},
+		[]string{"action_id", "tbl", "op", "key", "after"}, stagingRows(events)); err != nil {
+		return Result{}, fmt.Errorf("stage batch: %w", classify(err))
+	}
+
+	batch := &pgx.Batch{}
+	batch.Queue(recordSQL)
+	for _, t := range byTable {
+		if t.deletes {
+			batch.Queue(t.info.deleteSQL, t.info.name)
+		}
+		for _, cols := range t.upsertColumns {
+			batch.Queue(t.info.upsertSQL(cols, len(t.upsertColumns) > 1), t.info.name)
+		}
+	}
+	br := tx.SendBatch(ctx, batch)
+	var fresh, won int
+	if err := br.QueryRow().Scan(&fresh, &won); err != nil {
+		br.Close()
+		return Result{}, fmt.Errorf("record action ids: %w", classify(err))
+	}
+	for range batch.Len() - 1 {
+		if _, err := br.Exec(); err != nil {
+			br.Close()
+			return Result{}, fmt.Errorf("write rows: %w", classify(err))
+		}
+	}
+	if err := br.Close(); err != nil {
+		return Result{}, fmt.Errorf("write rows: %w", classify(err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, fmt.Errorf("commit batch: %w", classify(err))
+	}
+	res.Duplicates += len(events) - fresh
+	res.Applied = won
+	res.Superseded = fresh - won
+	return res, nil
+}
+
+// recordSQL records the staged action_ids, keeps the fresh ones, and for each
+// row takes the newest fresh change if it is newer than the row's stored
+// version; those winners are marked in the staging table. Winners are locked
+// in key order so that concurrent batches wait rather than deadlock.
+const recordSQL = `WITH fresh AS (
+	INSERT INTO cdcflow.processed_events (action_id)
+	SELECT action_id FROM cdcflow_batch ORDER BY action_id
+	ON CONFLICT DO NOTHING
+	RETURNING action_id
+), latest AS (
+	SELECT DISTINCT ON (b.tbl, b.key) b.action_id, b.tbl, b.key, b.op
+	FROM cdcflow_batch b JOIN fresh USING (action_id)
+	ORDER BY b.tbl, b.key, b.action_id DESC
+), won AS (
+	INSERT INTO cdcflow.row_versions AS v (table_name, key, action_id, deleted)
+	SELECT tbl, key, action_id, op = 'delete' FROM latest ORDER BY tbl, key
+	ON CONFLICT (table_name, key) DO UPDATE
+		SET action_id = EXCLUDED.action_id, deleted = EXCLUDED.deleted, updated_at = now()
+		WHERE v.action_id < EXCLUDED.action_id
+	RETURNING v.action_id
+), mark AS (
+	UPDATE cdcflow_batch b SET won = true FROM won WHERE b.action_id = won.action_id
+)
+SELECT (SELECT count(*) FROM fresh)::int, (SELECT count(*) FROM won)::int`
+
+// tablePlan is what one batch writes to one table.
+type tablePlan struct {
+	info          *table
+	deletes       bool
+	upsertColumns [][]string // one upsert per distinct column set, sorted
+}
+
+// plan checks every event against the allowlist and the destination schema
+// and groups the work by table, in a stable order.
+func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan, error) {
+	plans := map[string]*tablePlan{}
+	colSets := map[string]map[string]bool{}
+	for _, ev := range events {
+		p := plans[ev.Table]
+		if p == nil {
+			if !a.allowed[ev.Table] {
+				return nil, &PermanentError{Type: ErrTypeTableNotAllowed, ActionID: ev.ActionID,
+					Msg: fmt.Sprintf("table %q is not on the allowlist (CDCFLOW_TABLES)", ev.Table)}
+			}
+			info, err := a.table(ctx, ev.Table, false)
+			if err != nil {
+				return nil, err
+			}
+			p = &tablePlan{info: info}
+			plans[ev.Table] = p
+			colSets[ev.Table] = map[string]bool{}
+		}
+		if err := a.checkKey(ctx, p, ev); err != nil {
+			return nil, err
+		}
+		if ev.Op == event.OpDelete {
+			p.deletes = true
+			continue
+		}
+		cols, err := event.Columns(ev.After)
+		if err != nil {
+			return nil, &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
+		}
+		if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
+			return nil, err
+		}
+		slices.Sort(cols)
+		colSets[ev.Table][strings.Join(cols, "\x00")] = true
+	}
+	out := make([]*tablePlan, 0, len(plans))
+	for name, p := range plans {
+		for set := range colSets[name] {
+			p.upsertColumns = append(p.upsertColumns, strings.Split(set, "\x00"))
+		}
+		slices.SortFunc(p.upsertColumns, func(x, y []string) int { return slices.Compare(x, y) })
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(x, y *tablePlan) int { return strings.Compare(x.info.name, y.info.name) })
+	return out, nil
+}
+
+func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {
+	cols, err := event.Columns(ev.Key)
+	if err != nil {
+		return &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
+	}
+	if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
+		return err
+	}
+	slices.Sort(cols)
+	if !slices.Equal(cols, p.info.sortedPK) {
+		return &PermanentError{Type: ErrTypeKeyMismatch, ActionID: ev.ActionID,
+			Msg: fmt.Sprintf("table %s: key columns (%s) are not the primary key (%s)",
+				p.info.name, strings.Join(cols, ", "), strings.Join(p.info.sortedPK, ", "))}
+	}
+	return nil
+}
+
+// checkColumns fails for a column the destination table lacks. The catalog is
+// read again once before failing, in case the column was added since.
+func (a *Applier) checkColumns(ctx context.Context, p *tablePlan, actionID int64, cols []string) error {
+	for _, c := range cols {
+		if p.info.columns[c] {
+			continue
+		}
+		info, err := a.table(ctx, p.info.name, true)
+		if err != nil {
+			return err
+		}
+		p.info = info
+		if !info.columns[c] {
+			return &PermanentError{Type: ErrTypeUnknownColumn, ActionID: actionID,
+				Msg: fmt.Sprintf("table %s has no column %q", info.name, c)}
+		}
+	}
+	return nil
+}
+
+// dedupe drops repeated action_ids within a batch, keeping the first.
+func dedupe(events []event.Event) ([]event.Event, int) {
+	seen := make(map[int64]struct{}, len(events))
+	out := events[:0:0]
+	for _, ev := range events {
+		if _, dup := seen[ev.ActionID]; dup {
+			continue
+		}
+		seen[ev.ActionID] = struct{}{}
+		out = append(out, ev)
+	}
+	return out, len(events) - len(out)
+}
+
+func stagingRows(events []event.Event) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
+		ev := events[i]
+		var after any
+		if ev.After != nil {
+			after = string(ev.After)
+		}
+		return []any{ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after}, nil
+	})
+}
+
+// table describes one allowlisted destination table, as read from the catalog.
+type table struct {
+	name      string // schema.table, as in events
+	ident     string // quoted, safe to splice into SQL
+	columns   map[string]bool
+	sortedPK  []string
+	deleteSQL string
+}
+
+// table returns the catalog description of name, reading it when it is not
+// cached or reload is set.
+func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if t, ok := a.tables[name]; ok && !reload {
+		return t, nil
+	}
+	schema, rel, _ := strings.Cut(name, ".")
+	rows, err := a.pool.Query(ctx, `
+		SELECT a.attname, COALESCE(a.attnum = ANY(i.indkey), false)
+		FROM pg_catalog.pg_attribute a
+		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+		LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')
+		  AND a.attnum > 0 AND NOT a.attisdropped
+		ORDER BY a.attnum`, schema, rel)
+	if err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}}
+	for rows.Next() {
+		var col string
+		var inPK bool
+		if err := rows.Scan(&col, &inPK); err != nil {
+			return nil, fmt.Errorf("read columns of %s: %w", name, err)
+		}
+		t.columns[col] = true
+		if inPK {
+			t.sortedPK = append(t.sortedPK, col)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read columns of %s: %w", name, err)
+	}
+	if len(t.columns) == 0 {
+		return nil, &PermanentError{Type: ErrTypeSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
+	}
+	if len(t.sortedPK) == 0 {
+		return nil, &PermanentError{Type: ErrTypeSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}
+	}
+	slices.Sort(t.sortedPK)
+	t.deleteSQL = t.buildDeleteSQL()
+	a.tables[name] = t
+	return t, nil
+}
+
+func (t *table) buildDeleteSQL() string {
+	var match []string
+	for _, c := range t.sortedPK {
+		q := quote(c)
+		match = append(match, fmt.Sprintf("t.%s = k.%s", q, q))
+	}
+	return fmt.Sprintf(`DELETE FROM %s t
+USING cdcflow_batch b, LATERAL jsonb_populate_record(NULL::%s, b.key) k
+WHERE b.won AND b.op = 'delete' AND b.tbl = $1 AND %s`, t.ident, t.ident, strings.Join(match, " AND "))
+}
+
+// upsertSQL writes the winning inserts and updates of the batch for one set of
+// columns. jsonb_populate_record converts each JSON value to its column's
+// type, so a bad value fails here with SQLSTATE class 22.
+// When a batch mixes row images with different column sets, each set gets its
+// own upsert and filter selects the rows with exactly that set.
+func (t *table) upsertSQL(cols []string, filter bool) string {
+	quoted := make([]string, len(cols))
+	selected := make([]string, len(cols))
+	var set []string
+	for i, c := range cols {
+		quoted[i] = quote(c)
+		selected[i] = "r." + quoted[i]
+		if !slices.Contains(t.sortedPK, c) {
+			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", quoted[i], quoted[i]))
+		}
+	}
+	conflict := "DO NOTHING"
+	if len(set) > 0 {
+		conflict = "DO UPDATE SET " + strings.Join(set, ", ")
+	}
+	pk := make([]string, len(t.sortedPK))
+	for i, c := range t.sortedPK {
+		pk[i] = quote(c)
+	}
+	where := ""
+	if filter {
+		where = fmt.Sprintf(` AND (SELECT array_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(b.after) k) = %s`, textArray(cols))
+	}
+	return fmt.Sprintf(`INSERT INTO %s (%s)
+SELECT %s FROM cdcflow_batch b, LATERAL jsonb_populate_record(NULL::%s, b.after) r
+WHERE b.won AND b.op <> 'delete' AND b.tbl = $1%s
+ON CONFLICT (%s) %s`,
+		t.ident, strings.Join(quoted, ", "), strings.Join(selected, ", "), t.ident,
+		where, strings.Join(pk, ", "), conflict)
+}
+
+func quote(ident string) string { return pgx.Identifier{ident}.Sanitize() }
+
+// textArray renders names as a SQL text[] literal with every element quoted.
+func textArray(names []string) string {
+	lits := make([]string, len(names))
+	for i, n := range names {
+		lits[i] = "'" + strings.ReplaceAll(n, "'", "''") + "'"
+	}
+	return "ARRAY[" + strings.Join(lits, ", ") + "]::text[]"
+}
+
+// IsTransient reports whether err may pass on retry.
+func IsTransient(err error) bool {
+	var perm *PermanentError
+	return err != nil && !errors.As(err, &perm)
+}

@@ -1,0 +1,208 @@
+// Package event defines cdcflow's change envelope: one JSON object per row
+// change, as capture publishes it and the apply path consumes it.
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Op is the kind of row change.
+type Op string
+
+const (
+	OpInsert Op = "insert"
+	OpUpdate Op = "update"
+	OpDelete Op = "delete"
+)
+
+// MaxEventBytes bounds one encoded event. A bigger change cannot travel in a
+// batch below Temporal's 2 MB payload limit, so it is rejected at decode time.
+const MaxEventBytes = 1 << 20
+
+// CurrentSchemaVersion is the envelope version this build writes.
+const CurrentSchemaVersion = 1
+
+// Event is one row change. Key, After and Before stay raw JSON objects: the
+// apply path hands them to PostgreSQL, which converts values to column types.
+type Event struct {
+	ActionID      int64           `json:"action_id"`
+	Table         string          `json:"table"`
+	Op            Op              `json:"op"`
+	Key           json.RawMessage `json:"key"`
+	After         json.RawMessage `json:"after,omitempty"`
+	Before        json.RawMessage `json:"before,omitempty"`
+	CommitTime    time.Time       `json:"commit_time"`
+	SchemaVersion int             `json:"schema_version"`
+}
+
+// Error is a decode failure; Field names the offending member of the envelope.
+type Error struct {
+	Field  string
+	Reason string
+}
+
+func (e *Error) Error() string {
+	if e.Field == "" {
+		return "invalid change event: " + e.Reason
+	}
+	return fmt.Sprintf("invalid change event: %s: %s", e.Field, e.Reason)
+}
+
+func invalid(field, format string, args ...any) error {
+	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// wire mirrors Event with every member optional so that a missing member can
+// be told apart from a zero value.
+type wire struct {
+	ActionID      json.RawMessage `json:"action_id"`
+	Table         *string         `json:"table"`
+	Op            *string         `json:"op"`
+	Key           json.RawMessage `json:"key"`
+	After         json.RawMessage `json:"after"`
+	Before        json.RawMessage `json:"before"`
+	CommitTime    *string         `json:"commit_time"`
+	SchemaVersion json.RawMessage `json:"schema_version"`
+}
+
+// Decode parses and validates one encoded event.
+func Decode(data []byte) (Event, error) {
+	if len(data) > MaxEventBytes {
+		return Event{}, invalid("", "event is %d bytes, limit is %d", len(data), MaxEventBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var w wire
+	if err := dec.Decode(&w); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return Event{}, invalid(typeErr.Field, "want %s, got JSON %s", typeErr.Type, typeErr.Value)
+		}
+		return Event{}, invalid("", "%v", err)
+	}
+	if dec.More() {
+		return Event{}, invalid("", "trailing data after the event object")
+	}
+
+	var ev Event
+	var err error
+	if ev.ActionID, err = integer("action_id", w.ActionID); err != nil {
+		return Event{}, err
+	}
+	if w.Table == nil || *w.Table == "" {
+		return Event{}, invalid("table", "missing")
+	}
+	if ev.Table, err = NormalizeTable(*w.Table); err != nil {
+		return Event{}, invalid("table", "%v", err)
+	}
+	if w.Op == nil {
+		return Event{}, invalid("op", "missing")
+	}
+	switch op := Op(*w.Op); op {
+	case OpInsert, OpUpdate, OpDelete:
+		ev.Op = op
+	default:
+		return Event{}, invalid("op", "unknown op %q (want insert, update or delete)", *w.Op)
+	}
+	if ev.Key, err = object("key", w.Key, true); err != nil {
+		return Event{}, err
+	}
+	if ev.After, err = object("after", w.After, ev.Op != OpDelete); err != nil {
+		return Event{}, err
+	}
+	if ev.Op == OpDelete && ev.After != nil {
+		return Event{}, invalid("after", "must be absent for a delete")
+	}
+	if ev.Before, err = object("before", w.Before, false); err != nil {
+		return Event{}, err
+	}
+	if w.CommitTime == nil {
+		return Event{}, invalid("commit_time", "missing")
+	}
+	if ev.CommitTime, err = time.Parse(time.RFC3339Nano, *w.CommitTime); err != nil {
+		return Event{}, invalid("commit_time", "want an RFC 3339 timestamp, got %q", *w.CommitTime)
+	}
+	v, err := integer("schema_version", w.SchemaVersion)
+	if err != nil {
+		return Event{}, err
+	}
+	if v > CurrentSchemaVersion {
+		return Event{}, invalid("schema_version", "unsupported version %d (this build reads 1..%d)", v, CurrentSchemaVersion)
+	}
+	ev.SchemaVersion = int(v)
+	return ev, nil
+}
+
+// integer parses a positive JSON integer that fits in an int64.
+func integer(field string, raw json.RawMessage) (int64, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, invalid(field, "missing")
+	}
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n <= 0 {
+		return 0, invalid(field, "want a positive 64-bit integer, got %s", raw)
+	}
+	return n, nil
+}
+
+// object checks that raw is a non-empty JSON object whose members are column
+// names. JSON null counts as absent.
+func object(field string, raw json.RawMessage, required bool) (json.RawMessage, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		if required {
+			return nil, invalid(field, "missing")
+		}
+		return nil, nil
+	}
+	var cols map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &cols); err != nil {
+		return nil, invalid(field, "want an object of column values")
+	}
+	if len(cols) == 0 {
+		return nil, invalid(field, "has no columns")
+	}
+	for name := range cols {
+		if name == "" {
+			return nil, invalid(field, "empty column name")
+		}
+	}
+	return raw, nil
+}
+
+// Columns returns the column names of a JSON object produced by Decode.
+func Columns(obj json.RawMessage) ([]string, error) {
+	var cols map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &cols); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(cols))
+	for name := range cols {
+		names = append(names, name)
+	}
+	return names, nil
+}
+
+// NormalizeTable returns the schema-qualified form of a table name:
+// "employees" becomes "public.employees". Names are taken literally (no
+// quoting or case folding); a name with more than two parts is rejected.
+func NormalizeTable(name string) (string, error) {
+	schema, table, ok := strings.Cut(name, ".")
+	if !ok {
+		schema, table = "public", name
+	}
+	if schema == "" || table == "" || strings.Contains(table, ".") {
+		return "", fmt.Errorf("want schema.table, got %q", name)
+	}
+	return schema + "." + table, nil
+}
+
+// Encode returns the wire form of ev.
+func Encode(ev Event) ([]byte, error) {
+	return json.Marshal(ev)
+}

@@ -1,0 +1,295 @@
+// Package poller is the starter's engine: a thin Kafka consumer that cuts
+// per-partition batches and starts one ApplyBatch workflow per batch. It
+// commits a batch's offsets only after Temporal accepted the workflow start,
+// and does no database work.
+package poller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/workflows"
+)
+
+// Config is what the poller needs; internal/config fills it from the
+// environment.
+type Config struct {
+	Brokers   []string
+	Topic     string
+	GroupID   string
+	TaskQueue string
+
+	MaxEvents   int           // cut a batch at this many messages
+	MaxBytes    int           // or before it exceeds this many bytes of message values
+	MaxWait     time.Duration // or this long after its first message arrived
+	MaxInFlight int           // running workflows per partition before fetching pauses
+
+	// StartGrace is how long a workflow start that is under way when the
+	// poller is stopped may take to finish and commit.
+	StartGrace time.Duration
+}
+
+// Stats counts what the poller did. Fields are updated atomically.
+type Stats struct {
+	BatchesStarted atomic.Int64 // new workflows started
+	BatchesExisted atomic.Int64 // starts refused because the workflow ID was already used
+	Messages       atomic.Int64 // messages in started or existing batches
+	Poison         atomic.Int64 // undecodable messages passed on as poison
+}
+
+// Poller consumes one topic in a consumer group.
+type Poller struct {
+	cfg      Config
+	temporal client.Client
+	log      *slog.Logger
+	Stats    Stats
+}
+
+// New returns a poller; Run starts it.
+func New(cfg Config, tc client.Client, log *slog.Logger) *Poller {
+	if cfg.StartGrace == 0 {
+		cfg.StartGrace = 10 * time.Second
+	}
+	return &Poller{cfg: cfg, temporal: tc, log: log}
+}
+
+// WorkflowID is the deterministic ID of the workflow for a batch: starting the
+// same batch twice creates one workflow.
+func WorkflowID(topic string, partition int, first, last int64) string {
+	return fmt.Sprintf("cdc-%s-%d-%d-%d", topic, partition, first, last)
+}
+
+// Run consumes until ctx is cancelled or a fatal error. On cancellation it
+// stops fetching, lets starts already under way finish and commit (within
+// StartGrace), and abandons batches not yet started: they are redelivered to
+// the next poller, since their offsets were never committed.
+func (p *Poller) Run(ctx context.Context) error {
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:        p.cfg.Brokers,
+		GroupID:        p.cfg.GroupID,
+		Topic:          p.cfg.Topic,
+		MinBytes:       1,
+		MaxBytes:       16 << 20,
+		MaxWait:        250 * time.Millisecond,
+		CommitInterval: 0, // synchronous commits: CommitMessages returns once Kafka has them
+		StartOffset:    kafka.FirstOffset,
+		QueueCapacity:  1000,
+		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { p.log.Warn(fmt.Sprintf(msg, args...)) }),
+	})
+	defer reader.Close()
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	parts := map[int]chan kafka.Message{}
+	var fetchErr error
+	for {
+		m, err := reader.FetchMessage(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				fetchErr = fmt.Errorf("fetch from %s: %w", p.cfg.Topic, err)
+				cancel(fetchErr)
+			}
+			break
+		}
+		ch, ok := parts[m.Partition]
+		if !ok {
+			ch = make(chan kafka.Message, p.cfg.MaxEvents)
+			parts[m.Partition] = ch
+			wg.Add(1)
+			go func(partition int) {
+				defer wg.Done()
+				pp := &partitionPoller{p: p, reader: reader, partition: partition}
+				if err := pp.run(ctx, ch); err != nil {
+					cancel(err)
+				}
+			}(m.Partition)
+		}
+		select {
+		case ch <- m:
+		case <-ctx.Done():
+		}
+	}
+	wg.Wait()
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return fetchErr
+}
+
+// partitionPoller batches the messages of one partition.
+type partitionPoller struct {
+	p         *Poller
+	reader    *kafka.Reader
+	partition int
+	inFlight  chan struct{} // one token per running workflow
+
+	msgs  []kafka.Message
+	bytes int
+}
+
+func (pp *partitionPoller) run(ctx context.Context, in <-chan kafka.Message) error {
+	cfg := pp.p.cfg
+	pp.inFlight = make(chan struct{}, cfg.MaxInFlight)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil // the batch being filled was never started: abandon it
+		case <-timer.C:
+			if err := pp.flush(ctx); err != nil {
+				return err
+			}
+		case m := <-in:
+			if n := len(pp.msgs); n > 0 && m.Offset <= pp.msgs[n-1].Offset {
+				// The group rebalanced and the partition is being read again
+				// from its committed offset: start the batch over.
+				pp.msgs, pp.bytes = pp.msgs[:0], 0
+			}
+			if len(pp.msgs) > 0 && pp.bytes+len(m.Value) > cfg.MaxBytes {
+				if err := pp.flush(ctx); err != nil {
+					return err
+				}
+			}
+			if len(pp.msgs) == 0 {
+				timer.Reset(cfg.MaxWait)
+			}
+			pp.msgs = append(pp.msgs, m)
+			pp.bytes += len(m.Value)
+			if len(pp.msgs) >= cfg.MaxEvents {
+				if err := pp.flush(ctx); err != nil {
+					return err
+				}
+			}
+		}
+		if len(pp.msgs) == 0 {
+			timer.Stop()
+		}
+	}
+}
+
+// flush starts the workflow for the pending batch and commits its offsets.
+func (pp *partitionPoller) flush(ctx context.Context) error {
+	if len(pp.msgs) == 0 {
+		return nil
+	}
+	msgs := pp.msgs
+	pp.msgs, pp.bytes = nil, 0
+
+	// Backpressure: wait for a running workflow of this partition to finish.
+	select {
+	case pp.inFlight <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	in := pp.p.batchInput(pp.partition, msgs)
+	id := WorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
+
+	// A start under way finishes even if the poller is being stopped, so that
+	// what was started gets committed.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pp.p.cfg.StartGrace)
+	defer cancel()
+	run, err := pp.p.start(ctx, sctx, id, in)
+	if err != nil {
+		<-pp.inFlight
+		if ctx.Err() != nil {
+			return nil // stopped before the start was accepted: nothing to commit
+		}
+		return err
+	}
+	pp.p.Stats.Messages.Add(int64(len(msgs)))
+	pp.p.Stats.Poison.Add(int64(len(in.Poison)))
+	if err := pp.reader.CommitMessages(sctx, msgs[len(msgs)-1]); err != nil {
+		// The workflow runs regardless; the batch will be read again by
+		// whoever owns the partition next and its start deduplicated by ID.
+		pp.p.log.Warn("commit offsets failed", "partition", pp.partition, "offset", in.LastOffset, "error", err)
+	}
+	if run == nil {
+		<-pp.inFlight
+		return nil
+	}
+	go func() {
+		defer func() { <-pp.inFlight }()
+		var sum workflows.BatchSummary
+		if err := run.Get(ctx, &sum); err != nil {
+			if ctx.Err() == nil {
+				pp.p.log.Error("batch workflow failed", "workflow_id", id, "error", err)
+			}
+			return
+		}
+		pp.p.log.Debug("batch applied", "workflow_id", id, "applied", sum.Applied,
+			"duplicates", sum.Duplicates, "superseded", sum.Superseded, "failed", sum.Failed)
+	}()
+	return nil
+}
+
+// start starts the workflow, retrying transient failures with capped backoff
+// until stop is cancelled. It returns a nil run when the ID was used before.
+func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchInput) (client.WorkflowRun, error) {
+	opts := client.StartWorkflowOptions{
+		ID:                                       id,
+		TaskQueue:                                p.cfg.TaskQueue,
+		WorkflowIDReusePolicy:                    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		run, err := p.temporal.ExecuteWorkflow(ctx, opts, workflows.ApplyBatchName, in)
+		if err == nil {
+			p.Stats.BatchesStarted.Add(1)
+			return run, nil
+		}
+		var exists *serviceerror.WorkflowExecutionAlreadyStarted
+		if errors.As(err, &exists) {
+			p.Stats.BatchesExisted.Add(1)
+			p.log.Info("batch already started before", "workflow_id", id)
+			return nil, nil
+		}
+		p.log.Warn("start workflow failed, retrying", "workflow_id", id, "error", err, "backoff", backoff)
+		select {
+		case <-stop.Done():
+			return nil, stop.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// batchInput decodes the messages of a batch; undecodable ones become poison.
+func (p *Poller) batchInput(partition int, msgs []kafka.Message) workflows.BatchInput {
+	in := workflows.BatchInput{
+		Topic:       p.cfg.Topic,
+		Partition:   partition,
+		FirstOffset: msgs[0].Offset,
+		LastOffset:  msgs[len(msgs)-1].Offset,
+		Events:      make([]event.Event, 0, len(msgs)),
+	}
+	for _, m := range msgs {
+		ev, err := event.Decode(m.Value)
+		if err == nil {
+			in.Events = append(in.Events, ev)
+			continue
+		}
+		value := m.Value
+		if len(value) > workflows.PoisonValueLimit {
+			value = value[:workflows.PoisonValueLimit]
+		}
+		in.Poison = append(in.Poison, workflows.Poison{Offset: m.Offset, Value: value, Size: len(m.Value),
+			Truncated: len(value) < len(m.Value), Error: err.Error()})
+		p.log.Warn("undecodable message", "topic", p.cfg.Topic, "partition", partition, "offset", m.Offset, "error", err)
+	}
+	return in
+}

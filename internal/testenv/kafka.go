@@ -1,0 +1,41 @@
+package testenv
+
+import (
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// Kafka is an in-process broker speaking the Kafka protocol.
+type Kafka struct {
+	Brokers []string
+	cluster *kfake.Cluster
+}
+
+// KafkaOptions tunes the in-process broker.
+type KafkaOptions struct {
+	Port   int              // 0 picks a free one
+	Topics map[string]int32 // topics to create, name -> partitions
+}
+
+// StartKafka starts a one-broker in-process cluster on 127.0.0.1.
+func StartKafka(opts KafkaOptions) (*Kafka, error) {
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4)}
+	if opts.Port != 0 {
+		kopts = append(kopts, kfake.Ports(opts.Port))
+	}
+	for name, parts := range opts.Topics {
+		kopts = append(kopts, kfake.SeedTopics(parts, name))
+	}
+	c, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Kafka{Brokers: c.ListenAddrs(), cluster: c}, nil
+}
+
+// CreateTopic adds a topic with the given number of partitions.
+func (k *Kafka) CreateTopic(name string, partitions int32) error {
+	return k.cluster.CreateTopic(name, partitions, nil)
+}
+
+// Close stops the broker.
+func (k *Kafka) Close() { k.cluster.Close() }

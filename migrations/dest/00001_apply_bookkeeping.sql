@@ -1,0 +1,29 @@
+-- Bookkeeping for the apply path. Everything cdcflow owns lives in the
+-- cdcflow schema; replicated tables keep their own shape.
+
+-- +goose Up
+CREATE SCHEMA IF NOT EXISTS cdcflow;
+
+-- One row per applied change: the idempotency record. An action_id found here
+-- is skipped and counted as a duplicate.
+CREATE TABLE cdcflow.processed_events (
+    action_id  bigint PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Per replicated row, the action_id of the change that last wrote it. A change
+-- with a lower action_id never overwrites the row. Deleted rows keep their
+-- entry as a tombstone (deleted = true) so that a stale insert or update
+-- arriving after the delete cannot bring the row back.
+CREATE TABLE cdcflow.row_versions (
+    table_name text        NOT NULL,
+    key        jsonb       NOT NULL,
+    action_id  bigint      NOT NULL,
+    deleted    boolean     NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (table_name, key)
+);
+
+-- +goose Down
+DROP TABLE cdcflow.row_versions;
+DROP TABLE cdcflow.processed_events;

@@ -1,0 +1,69 @@
+// Command starter is cdcflow's thin Kafka poller: it cuts the change stream
+// into batches and starts one ApplyBatch workflow per batch.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+
+	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/poller"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "starter:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	var cfg config.Starter
+	if err := config.ParseFlags("starter", "starts one Temporal workflow per batch of Kafka change events", args, &cfg, os.Stdout); err != nil {
+		return err
+	}
+	cfg, err := config.LoadStarter()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger()
+
+	tc, err := client.DialContext(ctx, client.Options{
+		HostPort:  cfg.Address,
+		Namespace: cfg.Namespace,
+		Logger:    tlog.NewStructuredLogger(log),
+	})
+	if err != nil {
+		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)
+	}
+	defer tc.Close()
+
+	p := poller.New(poller.Config{
+		Brokers:     cfg.Brokers,
+		Topic:       cfg.Topic,
+		GroupID:     cfg.GroupID,
+		TaskQueue:   cfg.TaskQueue,
+		MaxEvents:   cfg.BatchMaxEvents,
+		MaxBytes:    cfg.BatchMaxBytes,
+		MaxWait:     cfg.BatchMaxWait,
+		MaxInFlight: cfg.MaxInFlight,
+	}, tc, log)
+	log.Info("starter started", "topic", cfg.Topic, "group", cfg.GroupID, "brokers", cfg.Brokers)
+	err = p.Run(ctx)
+	log.Info("starter stopped", "batches_started", p.Stats.BatchesStarted.Load(),
+		"batches_existing", p.Stats.BatchesExisted.Load(), "messages", p.Stats.Messages.Load(),
+		"poison", p.Stats.Poison.Load())
+	return err
+}

@@ -1,0 +1,86 @@
+// Command worker runs cdcflow's workflows and activities: it applies batches
+// of change events to the destination PostgreSQL.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
+	"go.temporal.io/sdk/worker"
+
+	"github.com/cdcflow/cdcflow/activities"
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/migrations"
+	"github.com/cdcflow/cdcflow/workflows"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	var cfg config.Worker
+	if err := config.ParseFlags("worker", "applies change batches to the destination PostgreSQL", args, &cfg, os.Stdout); err != nil {
+		return err
+	}
+	cfg, err := config.LoadWorker()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger()
+
+	if cfg.Migrate {
+		if err := db.Migrate(ctx, cfg.DestDSN, migrations.DestFS()); err != nil {
+			return fmt.Errorf("migrate destination: %w", err)
+		}
+	}
+	pool, err := db.Open(ctx, cfg.DestDSN, applier.ConfigurePool)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	apl, err := applier.New(ctx, pool, cfg.Tables)
+	if err != nil {
+		return err
+	}
+
+	tc, err := client.DialContext(ctx, client.Options{
+		HostPort:  cfg.Address,
+		Namespace: cfg.Namespace,
+		Logger:    tlog.NewStructuredLogger(log),
+	})
+	if err != nil {
+		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)
+	}
+	defer tc.Close()
+
+	w := worker.New(tc, cfg.TaskQueue, worker.Options{
+		MaxConcurrentActivityExecutionSize: cfg.Activities,
+	})
+	workflows.Register(w)
+	w.RegisterActivity(&activities.Apply{Applier: apl})
+	if err := w.Start(); err != nil {
+		return fmt.Errorf("start worker: %w", err)
+	}
+	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables)
+	<-ctx.Done()
+	w.Stop()
+	log.Info("worker stopped")
+	return nil
+}

@@ -1,0 +1,92 @@
+// Package workflows holds cdcflow's deterministic workflow code.
+package workflows
+
+import (
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/cdcflow/cdcflow/activities"
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// ApplyBatchName is the registered name of the ApplyBatch workflow.
+const ApplyBatchName = "ApplyBatch"
+
+// BatchInput is one batch of messages from one Kafka partition, as the starter
+// cut it. Events and Poison together cover every offset of the range.
+type BatchInput struct {
+	Topic       string        `json:"topic"`
+	Partition   int           `json:"partition"`
+	FirstOffset int64         `json:"first_offset"`
+	LastOffset  int64         `json:"last_offset"`
+	Events      []event.Event `json:"events"`
+	Poison      []Poison      `json:"poison,omitempty"`
+}
+
+// Poison is a message that could not be decoded into an event.
+type Poison struct {
+	Offset int64 `json:"offset"`
+	// Value is the message as received, cut to PoisonValueLimit bytes; the
+	// original stays in Kafka at Offset.
+	Value     []byte `json:"value"`
+	Size      int    `json:"size"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Error     string `json:"error"`
+}
+
+// PoisonValueLimit bounds the copy of an undecodable message kept in a batch.
+const PoisonValueLimit = 16 << 10
+
+// BatchSummary is the result of ApplyBatch, shown in the Temporal Web UI.
+type BatchSummary struct {
+	Events     int `json:"events"`
+	Applied    int `json:"applied"`
+	Superseded int `json:"superseded"`
+	Duplicates int `json:"duplicates"`
+	// Failed counts messages that were not applied: undecodable ones for now.
+	Failed int `json:"failed"`
+}
+
+// ApplyRetryPolicy retries transient failures (destination down, serialization
+// failures, deadlocks) without limit, backing off to one attempt every 30 s;
+// permanent failures arrive as non-retryable errors and are not retried.
+var ApplyRetryPolicy = &temporal.RetryPolicy{
+	InitialInterval:    500 * time.Millisecond,
+	BackoffCoefficient: 2,
+	MaximumInterval:    30 * time.Second,
+	MaximumAttempts:    0,
+}
+
+// ApplyBatch applies one batch to the destination in one activity.
+func ApplyBatch(ctx workflow.Context, in BatchInput) (BatchSummary, error) {
+	log := workflow.GetLogger(ctx)
+	sum := BatchSummary{Events: len(in.Events) + len(in.Poison), Failed: len(in.Poison)}
+	for _, p := range in.Poison {
+		log.Error("undecodable message skipped", "topic", in.Topic, "partition", in.Partition,
+			"offset", p.Offset, "error", p.Error)
+	}
+	if len(in.Events) == 0 {
+		return sum, nil
+	}
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 2 * time.Minute,
+		RetryPolicy:         ApplyRetryPolicy,
+	})
+	var a *activities.Apply
+	var res applier.Result
+	if err := workflow.ExecuteActivity(ctx, a.ApplyBatch, activities.ApplyInput{Events: in.Events}).Get(ctx, &res); err != nil {
+		return sum, fmt.Errorf("apply %s[%d] offsets %d..%d: %w", in.Topic, in.Partition, in.FirstOffset, in.LastOffset, err)
+	}
+	sum.Applied, sum.Superseded, sum.Duplicates = res.Applied, res.Superseded, res.Duplicates
+	return sum, nil
+}
+
+// Register registers every cdcflow workflow with w.
+func Register(w worker.WorkflowRegistry) {
+	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: ApplyBatchName})
+}
