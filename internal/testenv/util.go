@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"strconv"
 
 	"go.temporal.io/api/serviceerror"
 )
@@ -18,3 +19,5 @@ func (quietLogger) Debug(string, ...any) {}
 func (quietLogger) Info(string, ...any)  {}
 func (quietLogger) Warn(string, ...any)  {}
 func (quietLogger) Error(string, ...any) {}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,380 @@
+package applier_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// dest is a migrated destination database with an applier on it.
+type dest struct {
+	pool *pgxpool.Pool
+	apl  *applier.Applier
+}
+
+func newDest(t *testing.T, tables ...string) *dest {
+	t.Helper()
+	ctx := context.Background()
+	dsn := testenv.NewDatabase(t, "applier")
+	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if len(tables) == 0 {
+		tables = []string{"public.employees"}
+	}
+	apl, err := applier.New(ctx, pool, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &dest{pool: pool, apl: apl}
+}
+
+func (d *dest) exec(t *testing.T, sql string) {
+	t.Helper()
+	if _, err := d.pool.Exec(context.Background(), sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (d *dest) apply(t *testing.T, evs ...event.Event) applier.Result {
+	t.Helper()
+	res, err := d.apl.Apply(context.Background(), evs)
+	if err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	return res
+}
+
+// rows returns employees as "id:first:city:salary" lines in key order.
+func (d *dest) rows(t *testing.T) string {
+	t.Helper()
+	rows, err := d.pool.Query(context.Background(),
+		`SELECT emp_id, coalesce(first_name, 'NULL'), coalesce(city, 'NULL'), coalesce(salary::text, 'NULL'), coalesce(dob::text, 'NULL') FROM employees ORDER BY emp_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id int
+		var first, city, salary, dob string
+		if err := rows.Scan(&id, &first, &city, &salary, &dob); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, fmt.Sprintf("%d:%s:%s:%s:%s", id, first, city, salary, dob))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, " ")
+}
+
+func (d *dest) count(t *testing.T, sql string) int {
+	t.Helper()
+	var n int
+	if err := d.pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+var commit = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+
+func emp(id int64, op event.Op, empID int, first, city string, salary int) event.Event {
+	ev := event.Event{ActionID: id, Table: "public.employees", Op: op, CommitTime: commit, SchemaVersion: 1,
+		Key: json.RawMessage(fmt.Sprintf(`{"emp_id":%d}`, empID))}
+	if op != event.OpDelete {
+		ev.After = json.RawMessage(fmt.Sprintf(
+			`{"emp_id":%d,"first_name":%q,"last_name":"L","dob":"1990-01-02","city":%q,"salary":%d}`, empID, first, city, salary))
+	}
+	return ev
+}
+
+func TestInsertUpdateDeleteReinsert(t *testing.T) {
+	events := []event.Event{
+		emp(1, event.OpInsert, 1, "Ada", "Oslo", 100),
+		emp(2, event.OpUpdate, 1, "Ada", "Rome", 110),
+		emp(3, event.OpInsert, 2, "Bob", "Lima", 200),
+		emp(4, event.OpDelete, 2, "", "", 0),
+		emp(5, event.OpInsert, 2, "Bob", "Kyiv", 210), // re-insert after delete
+		emp(6, event.OpInsert, 3, "Cy", "Pune", 300),
+		emp(7, event.OpDelete, 3, "", "", 0),
+	}
+	want := "1:Ada:Rome:110:1990-01-02 2:Bob:Kyiv:210:1990-01-02"
+
+	t.Run("one batch", func(t *testing.T) {
+		d := newDest(t)
+		res := d.apply(t, events...)
+		if got := d.rows(t); got != want {
+			t.Fatalf("rows %q, want %q", got, want)
+		}
+		// One winning change per key; the rest were overtaken within the batch.
+		if res != (applier.Result{Applied: 3, Superseded: 4}) {
+			t.Fatalf("result %+v", res)
+		}
+		if n := d.count(t, `SELECT count(*) FROM cdcflow.row_versions WHERE deleted`); n != 1 {
+			t.Fatalf("%d tombstones, want 1 (emp 3)", n)
+		}
+	})
+	t.Run("one batch per event", func(t *testing.T) {
+		d := newDest(t)
+		for _, ev := range events {
+			if res := d.apply(t, ev); res != (applier.Result{Applied: 1}) {
+				t.Fatalf("event %d: result %+v", ev.ActionID, res)
+			}
+		}
+		if got := d.rows(t); got != want {
+			t.Fatalf("rows %q, want %q", got, want)
+		}
+	})
+}
+
+func TestDuplicateActionIDsAreSkipped(t *testing.T) {
+	d := newDest(t)
+	batch := []event.Event{emp(1, event.OpInsert, 1, "Ada", "Oslo", 100), emp(2, event.OpUpdate, 1, "Ada", "Rome", 110)}
+	d.apply(t, batch...)
+	before := d.rows(t)
+
+	res := d.apply(t, batch...)
+	if res != (applier.Result{Duplicates: 2}) {
+		t.Fatalf("redelivered batch: %+v, want 2 duplicates", res)
+	}
+	// A duplicate with a different payload is still skipped: action_id decides.
+	res = d.apply(t, emp(2, event.OpUpdate, 1, "Eve", "Nice", 999), emp(2, event.OpUpdate, 1, "Eve", "Nice", 999),
+		emp(3, event.OpUpdate, 1, "Ada", "Bern", 120), emp(3, event.OpUpdate, 1, "Ada", "Bern", 120))
+	if res != (applier.Result{Applied: 1, Duplicates: 3}) {
+		t.Fatalf("mixed batch: %+v, want 1 applied, 3 duplicates", res)
+	}
+	if before != "1:Ada:Rome:110:1990-01-02" {
+		t.Fatalf("after first batch %q", before)
+	}
+	if got := d.rows(t); got != "1:Ada:Bern:120:1990-01-02" {
+		t.Fatalf("rows %q", got)
+	}
+	if n := d.count(t, `SELECT count(*) FROM cdcflow.processed_events`); n != 3 {
+		t.Fatalf("%d processed events, want 3", n)
+	}
+}
+
+func TestOutOfOrderBatchesNeverMoveRowsBackwards(t *testing.T) {
+	d := newDest(t)
+	older := []event.Event{
+		emp(10, event.OpInsert, 1, "Ada", "Oslo", 100),
+		emp(11, event.OpInsert, 2, "Bob", "Lima", 200),
+		emp(12, event.OpInsert, 3, "Cy", "Pune", 300),
+	}
+	newer := []event.Event{
+		emp(20, event.OpUpdate, 1, "Ada", "Rome", 150),
+		emp(21, event.OpDelete, 2, "", "", 0),
+	}
+	if res := d.apply(t, newer...); res != (applier.Result{Applied: 2}) {
+		t.Fatalf("newer batch: %+v", res)
+	}
+	res := d.apply(t, older...)
+	if res != (applier.Result{Applied: 1, Superseded: 2}) {
+		t.Fatalf("older batch: %+v, want emp 3 applied and 2 superseded", res)
+	}
+	// emp 2 stays deleted (tombstone), emp 1 keeps the newer image.
+	if got, want := d.rows(t), "1:Ada:Rome:150:1990-01-02 3:Cy:Pune:300:1990-01-02"; got != want {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+	// A re-insert newer than the tombstone brings the row back.
+	d.apply(t, emp(30, event.OpInsert, 2, "Bob", "Kyiv", 250))
+	if got, want := d.rows(t), "1:Ada:Rome:150:1990-01-02 2:Bob:Kyiv:250:1990-01-02 3:Cy:Pune:300:1990-01-02"; got != want {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+}
+
+func TestConcurrentBatchesOnSameKeys(t *testing.T) {
+	d := newDest(t)
+	// 8 batches touch the same 50 keys; the newest action_id per key must win
+	// whatever order the transactions commit in.
+	const keys, batches = 50, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, batches)
+	for b := 0; b < batches; b++ {
+		var evs []event.Event
+		for k := 1; k <= keys; k++ {
+			id := int64(k*100 + b)
+			if b%3 == 2 {
+				evs = append(evs, emp(id, event.OpDelete, k, "", "", 0))
+			} else {
+				evs = append(evs, emp(id, event.OpUpdate, k, fmt.Sprintf("v%d", b), "X", b))
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				_, err := d.apl.Apply(context.Background(), evs)
+				if err != nil && applier.IsTransient(err) {
+					continue // deadlock or serialization failure: retry as Temporal would
+				}
+				errs <- err
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Batch 7 holds the highest action_id of every key: an update to "v7".
+	if n := d.count(t, `SELECT count(*) FROM employees WHERE first_name = 'v7' AND salary = 7`); n != keys {
+		t.Fatalf("%d rows hold the newest change, want %d: %s", n, keys, d.rows(t))
+	}
+	if n := d.count(t, `SELECT count(*) FROM employees`); n != keys {
+		t.Fatalf("%d rows, want %d", n, keys)
+	}
+}
+
+func TestColumnSetsAndNulls(t *testing.T) {
+	d := newDest(t)
+	a := emp(1, event.OpInsert, 1, "Ada", "Oslo", 100)
+	b := event.Event{ActionID: 2, Table: "employees", Op: event.OpInsert, CommitTime: commit, SchemaVersion: 1,
+		Key: json.RawMessage(`{"emp_id":2}`), After: json.RawMessage(`{"emp_id":2,"first_name":"Bob","salary":null}`)}
+	b.Table, _ = event.NormalizeTable(b.Table)
+	d.apply(t, a, b)
+	if got, want := d.rows(t), "1:Ada:Oslo:100:1990-01-02 2:Bob:NULL:NULL:NULL"; got != want {
+		t.Fatalf("rows %q, want %q", got, want)
+	}
+}
+
+// permanent asserts err is a PermanentError of type typ whose text holds msg.
+func permanent(t *testing.T, err error, typ, msg string) {
+	t.Helper()
+	var perm *applier.PermanentError
+	if !errors.As(err, &perm) {
+		t.Fatalf("error %v (%T), want a permanent %s error", err, err, typ)
+	}
+	if perm.Type != typ || !strings.Contains(err.Error(), msg) {
+		t.Fatalf("error %s %q, want %s containing %q", perm.Type, err, typ, msg)
+	}
+	if applier.IsTransient(err) {
+		t.Fatal("permanent error reported as transient")
+	}
+}
+
+func TestRejectsTableNotOnAllowlist(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE public.secrets (id int PRIMARY KEY, v text)`)
+	ev := event.Event{ActionID: 1, Table: "public.secrets", Op: event.OpInsert, CommitTime: commit, SchemaVersion: 1,
+		Key: json.RawMessage(`{"id":1}`), After: json.RawMessage(`{"id":1,"v":"x"}`)}
+	_, err := d.apl.Apply(context.Background(), []event.Event{emp(2, event.OpInsert, 1, "Ada", "Oslo", 1), ev})
+	permanent(t, err, applier.ErrTypeTableNotAllowed, `action_id 1: table "public.secrets" is not on the allowlist`)
+	// The batch is all or nothing.
+	if n := d.count(t, `SELECT count(*) FROM secrets`) + d.count(t, `SELECT count(*) FROM employees`) +
+		d.count(t, `SELECT count(*) FROM cdcflow.processed_events`); n != 0 {
+		t.Fatalf("%d rows written by a rejected batch", n)
+	}
+}
+
+func TestHostileIdentifiers(t *testing.T) {
+	const hostile = `employees"; drop table x; --`
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE x (id int)`)
+
+	// As a table name from data: not on the allowlist.
+	ev := emp(1, event.OpInsert, 1, "Ada", "Oslo", 1)
+	ev.Table, _ = event.NormalizeTable(hostile)
+	_, err := d.apl.Apply(context.Background(), []event.Event{ev})
+	permanent(t, err, applier.ErrTypeTableNotAllowed, `table "public.employees\"; drop table x; --" is not on the allowlist`)
+
+	// As a column name from data: the destination has no such column.
+	ev = emp(2, event.OpInsert, 1, "Ada", "Oslo", 1)
+	ev.After = json.RawMessage(`{"emp_id":1,"salary\"; drop table x; --":5}`)
+	_, err = d.apl.Apply(context.Background(), []event.Event{ev})
+	permanent(t, err, applier.ErrTypeUnknownColumn, `table public.employees has no column "salary\"; drop table x; --"`)
+
+	// Allowlisted on purpose: a table whose name needs quoting is written correctly.
+	d.exec(t, `CREATE TABLE public."employees""; drop table x; --" ("we""ird" int PRIMARY KEY, "v; --" text)`)
+	apl, err := applier.New(context.Background(), d.pool, []string{hostile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev = event.Event{ActionID: 3, Table: "public." + hostile, Op: event.OpInsert, CommitTime: commit, SchemaVersion: 1,
+		Key: json.RawMessage(`{"we\"ird":1}`), After: json.RawMessage(`{"we\"ird":1,"v; --":"ok"}`)}
+	del := event.Event{ActionID: 4, Table: "public." + hostile, Op: event.OpDelete, CommitTime: commit, SchemaVersion: 1,
+		Key: json.RawMessage(`{"we\"ird":2}`)}
+	if _, err := apl.Apply(context.Background(), []event.Event{ev, del}); err != nil {
+		t.Fatal(err)
+	}
+	if n := d.count(t, `SELECT count(*) FROM public."employees""; drop table x; --" WHERE "v; --" = 'ok'`); n != 1 {
+		t.Fatalf("%d rows in the oddly named table, want 1", n)
+	}
+	if n := d.count(t, `SELECT count(*) FROM x`); n != 0 {
+		t.Fatalf("table x changed: %d rows", n)
+	}
+}
+
+func TestPermanentErrors(t *testing.T) {
+	d := newDest(t)
+	cases := []struct {
+		name string
+		ev   event.Event
+		typ  string
+		msg  string
+	}{
+		{"unknown column", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"nickname":"A"}`),
+			applier.ErrTypeUnknownColumn, `table public.employees has no column "nickname"`},
+		{"key is not the primary key", withKey(emp(1, event.OpInsert, 1, "", "", 0), `{"first_name":"A"}`),
+			applier.ErrTypeKeyMismatch, "key columns (first_name) are not the primary key (emp_id)"},
+		{"value of the wrong type", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"salary":"lots"}`),
+			applier.ErrTypeInvalidValue, `invalid input syntax for type integer: "lots" [SQLSTATE 22P02]`},
+		{"bad date", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"dob":"1990-02-31"}`),
+			applier.ErrTypeInvalidValue, `date/time field value out of range: "1990-02-31"`},
+		{"null primary key", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":null}`),
+			applier.ErrTypeConstraint, `null value in column "emp_id"`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := d.apl.Apply(context.Background(), []event.Event{c.ev})
+			permanent(t, err, c.typ, c.msg)
+		})
+	}
+	if n := d.count(t, `SELECT count(*) FROM cdcflow.processed_events`); n != 0 {
+		t.Fatalf("failed batches recorded %d action_ids", n)
+	}
+}
+
+func TestNewChecksTables(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE nokey (a int)`)
+	for table, want := range map[string]string{
+		"public.missing": "destination table public.missing does not exist",
+		"nokey":          "destination table public.nokey has no primary key",
+		"a.b.c":          `table allowlist: want schema.table, got "a.b.c"`,
+	} {
+		_, err := applier.New(context.Background(), d.pool, []string{table})
+		if err == nil || err.Error() != want {
+			t.Errorf("New(%s): %v, want %q", table, err, want)
+		}
+	}
+}
+
+func withAfter(ev event.Event, after string) event.Event { ev.After = json.RawMessage(after); return ev }
+func withKey(ev event.Event, key string) event.Event     { ev.Key = json.RawMessage(key); return ev }
