@@ -376,5 +376,8 @@ func TestNewChecksTables(t *testing.T) {
 	}
 }
 
-func withAfter(ev event.Event, after string) event.Event { ev.After = json.RawMessage(after); return ev }
-func withKey(ev event.Event, key string) event.Event     { ev.Key = json.RawMessage(key); return ev }
+func withAfter(ev event.Event, after string) event.Event {
+	ev.After = json.RawMessage(after)
+	return ev
+}
+func withKey(ev event.Event, key string) event.Event { ev.Key = json.RawMessage(key); return ev }

@@ -35,7 +35,7 @@ type Worker struct {
 	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
 	Tables  []string `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated allowlist of tables to replicate (schema.table)"`
 	// Activities bounds concurrent apply activities, and so destination connections.
-	Activities int `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
+	Activities int  `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
 	Migrate    bool `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
 }
 
