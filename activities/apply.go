@@ -40,7 +40,7 @@ func (a *Apply) ApplyBatch(ctx context.Context, in ApplyInput) (applier.Result, 
 	}
 	var perm *applier.PermanentError
 	if errors.As(err, &perm) {
-		return applier.Result{}, temporal.NewNonRetryableApplicationError(perm.Error(), perm.Type, err, perm.ActionID)
+		return applier.Result{}, temporal.NewNonRetryableApplicationError(perm.Error(), perm.Type, nil, perm.ActionID)
 	}
 	info := activity.GetInfo(ctx)
 	activity.GetLogger(ctx).Warn("apply batch failed, will retry", "attempt", info.Attempt, "error", err)

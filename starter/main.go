@@ -51,19 +51,21 @@ func run(ctx context.Context, args []string) error {
 	defer tc.Close()
 
 	p := poller.New(poller.Config{
-		Brokers:     cfg.Brokers,
-		Topic:       cfg.Topic,
-		GroupID:     cfg.GroupID,
-		TaskQueue:   cfg.TaskQueue,
-		MaxEvents:   cfg.BatchMaxEvents,
-		MaxBytes:    cfg.BatchMaxBytes,
-		MaxWait:     cfg.BatchMaxWait,
-		MaxInFlight: cfg.MaxInFlight,
+		Brokers:        cfg.Brokers,
+		Topic:          cfg.Topic,
+		GroupID:        cfg.GroupID,
+		TaskQueue:      cfg.TaskQueue,
+		MaxEvents:      cfg.BatchMaxEvents,
+		MaxBytes:       cfg.BatchMaxBytes,
+		MaxWait:        cfg.BatchMaxWait,
+		MaxInFlight:    cfg.MaxInFlight,
+		SessionTimeout: cfg.SessionTimeout,
 	}, tc, log)
 	log.Info("starter started", "topic", cfg.Topic, "group", cfg.GroupID, "brokers", cfg.Brokers)
 	err = p.Run(ctx)
 	log.Info("starter stopped", "batches_started", p.Stats.BatchesStarted.Load(),
 		"batches_existing", p.Stats.BatchesExisted.Load(), "messages", p.Stats.Messages.Load(),
+		"redelivered", p.Stats.Redelivered.Load(),
 		"poison", p.Stats.Poison.Load())
 	return err
 }

@@ -2,6 +2,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -80,7 +81,15 @@ func ApplyBatch(ctx workflow.Context, in BatchInput) (BatchSummary, error) {
 	var a *activities.Apply
 	var res applier.Result
 	if err := workflow.ExecuteActivity(ctx, a.ApplyBatch, activities.ApplyInput{Events: in.Events}).Get(ctx, &res); err != nil {
-		return sum, fmt.Errorf("apply %s[%d] offsets %d..%d: %w", in.Topic, in.Partition, in.FirstOffset, in.LastOffset, err)
+		// Keep the activity's error type, so that the failed workflow can be
+		// found by it, and say which batch it was.
+		typ, cause := "ApplyFailed", err.Error()
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) {
+			typ, cause = appErr.Type(), appErr.Message()
+		}
+		msg := fmt.Sprintf("apply %s[%d] offsets %d..%d: %s", in.Topic, in.Partition, in.FirstOffset, in.LastOffset, cause)
+		return sum, temporal.NewNonRetryableApplicationError(msg, typ, err)
 	}
 	sum.Applied, sum.Superseded, sum.Duplicates = res.Applied, res.Superseded, res.Duplicates
 	return sum, nil
@@ -88,5 +97,9 @@ func ApplyBatch(ctx workflow.Context, in BatchInput) (BatchSummary, error) {
 
 // Register registers every cdcflow workflow with w.
 func Register(w worker.WorkflowRegistry) {
-	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: ApplyBatchName})
+	w.RegisterWorkflowWithOptions(ApplyBatch, workflowOptions())
+}
+
+func workflowOptions() workflow.RegisterOptions {
+	return workflow.RegisterOptions{Name: ApplyBatchName}
 }

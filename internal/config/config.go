@@ -50,6 +50,7 @@ type Starter struct {
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
+	SessionTimeout time.Duration `envconfig:"CDCFLOW_KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout: how soon a crashed starter's partitions move to another"`
 }
 
 // MaxBatchBytes keeps a batch, as workflow input, well below Temporal's 2 MB
@@ -91,6 +92,8 @@ func LoadStarter() (Starter, error) {
 		return c, invalid("CDCFLOW_BATCH_MAX_BYTES", c.BatchMaxBytes, fmt.Sprintf("want 1024..%d", MaxBatchBytes))
 	case c.BatchMaxWait <= 0:
 		return c, invalid("CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, "want a positive duration such as 200ms")
+	case c.SessionTimeout < time.Second:
+		return c, invalid("CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, "want at least 1s")
 	case c.MaxInFlight < 1:
 		return c, invalid("CDCFLOW_MAX_IN_FLIGHT", c.MaxInFlight, "want at least 1")
 	case len(c.Brokers) == 0:

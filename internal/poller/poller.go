@@ -35,6 +35,8 @@ type Config struct {
 	MaxWait     time.Duration // or this long after its first message arrived
 	MaxInFlight int           // running workflows per partition before fetching pauses
 
+	SessionTimeout time.Duration // consumer group session and rebalance timeout
+
 	// StartGrace is how long a workflow start that is under way when the
 	// poller is stopped may take to finish and commit.
 	StartGrace time.Duration
@@ -45,6 +47,7 @@ type Stats struct {
 	BatchesStarted atomic.Int64 // new workflows started
 	BatchesExisted atomic.Int64 // starts refused because the workflow ID was already used
 	Messages       atomic.Int64 // messages in started or existing batches
+	Redelivered    atomic.Int64 // messages in batches whose workflow existed already
 	Poison         atomic.Int64 // undecodable messages passed on as poison
 }
 
@@ -76,16 +79,18 @@ func WorkflowID(topic string, partition int, first, last int64) string {
 // the next poller, since their offsets were never committed.
 func (p *Poller) Run(ctx context.Context) error {
 	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        p.cfg.Brokers,
-		GroupID:        p.cfg.GroupID,
-		Topic:          p.cfg.Topic,
-		MinBytes:       1,
-		MaxBytes:       16 << 20,
-		MaxWait:        250 * time.Millisecond,
-		CommitInterval: 0, // synchronous commits: CommitMessages returns once Kafka has them
-		StartOffset:    kafka.FirstOffset,
-		QueueCapacity:  1000,
-		ErrorLogger:    kafka.LoggerFunc(func(msg string, args ...any) { p.log.Warn(fmt.Sprintf(msg, args...)) }),
+		Brokers:          p.cfg.Brokers,
+		GroupID:          p.cfg.GroupID,
+		Topic:            p.cfg.Topic,
+		MinBytes:         1,
+		MaxBytes:         16 << 20,
+		MaxWait:          250 * time.Millisecond,
+		CommitInterval:   0, // synchronous commits: CommitMessages returns once Kafka has them
+		StartOffset:      kafka.FirstOffset,
+		QueueCapacity:    1000,
+		SessionTimeout:   p.cfg.SessionTimeout,
+		RebalanceTimeout: p.cfg.SessionTimeout,
+		ErrorLogger:      kafka.LoggerFunc(func(msg string, args ...any) { p.log.Warn(fmt.Sprintf(msg, args...)) }),
 	})
 	defer reader.Close()
 
@@ -210,6 +215,9 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 		return err
 	}
 	pp.p.Stats.Messages.Add(int64(len(msgs)))
+	if run == nil {
+		pp.p.Stats.Redelivered.Add(int64(len(msgs)))
+	}
 	pp.p.Stats.Poison.Add(int64(len(in.Poison)))
 	if err := pp.reader.CommitMessages(sctx, msgs[len(msgs)-1]); err != nil {
 		// The workflow runs regardless; the batch will be read again by

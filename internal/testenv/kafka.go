@@ -39,3 +39,6 @@ func (k *Kafka) CreateTopic(name string, partitions int32) error {
 
 // Close stops the broker.
 func (k *Kafka) Close() { k.cluster.Close() }
+
+// Cluster returns the in-process broker, for tests that intercept requests.
+func (k *Kafka) Cluster() *kfake.Cluster { return k.cluster }

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/kafka-go"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/internal/workload"
+	"github.com/cdcflow/cdcflow/workflows"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+var binaries struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// binary builds the cdcflow programs once per test run and returns the path
+// of one of them.
+func binary(t *testing.T, name string) string {
+	t.Helper()
+	binaries.once.Do(func() {
+		binaries.dir, binaries.err = os.MkdirTemp("", "cdcflow-bin-")
+		if binaries.err != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binaries.dir+"/", "./worker", "./starter")
+		cmd.Dir = moduleRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			binaries.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binaries.err != nil {
+		t.Fatal(binaries.err)
+	}
+	return filepath.Join(binaries.dir, name)
+}
+
+func moduleRoot() string {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		panic(err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
+}
+
+// pipeline is one isolated cdcflow deployment: its own destination database,
+// topic, consumer group and task queue on the shared services.
+type pipeline struct {
+	t         *testing.T
+	env       map[string]string
+	brokers   []string
+	kafka     *testenv.Kafka // nil with an external broker
+	topic     string
+	taskQueue string
+	dest      *pgxpool.Pool
+	temporal  client.Client
+}
+
+const partitions = 4
+
+func newPipeline(t *testing.T) *pipeline {
+	t.Helper()
+	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
+	p := &pipeline{t: t, topic: "cdc-" + name + "-" + suffix, taskQueue: "q-" + name + "-" + suffix}
+	p.brokers, p.kafka = testenv.NewKafka(t, map[string]int32{p.topic: partitions})
+	destDSN := testenv.NewDatabase(t, "e2e")
+	tmp := testenv.TemporalServer(t)
+	p.env = map[string]string{
+		"TEMPORAL_ADDRESS":   tmp.Address,
+		"TEMPORAL_NAMESPACE": tmp.Namespace,
+		"CDCFLOW_TASK_QUEUE": p.taskQueue,
+		"CDCFLOW_DEST_DSN":   destDSN,
+		"KAFKA_BROKERS":      strings.Join(p.brokers, ","),
+		"CDCFLOW_TOPIC":      p.topic,
+		"CDCFLOW_GROUP_ID":   "starter-" + suffix,
+		"CDCFLOW_LOG_LEVEL":  "info",
+	}
+	var err error
+	if p.temporal, err = tmp.Dial(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.temporal.Close)
+	// The worker migrates at start; the test reads the destination through its own pool.
+	if p.dest, err = db.Open(context.Background(), destDSN, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.dest.Close)
+	return p
+}
+
+// proc is a running cdcflow program.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+// start runs a cdcflow binary with the pipeline's environment plus extra.
+func (p *pipeline) start(name string, extra ...string) *proc {
+	p.t.Helper()
+	cmd := exec.Command(binary(p.t, name))
+	cmd.Env = os.Environ()
+	for k, v := range p.env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, extra...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	pr := &proc{name: name, cmd: cmd, out: out, done: make(chan error, 1)}
+	go func() { pr.done <- cmd.Wait() }()
+	p.t.Cleanup(func() {
+		pr.stop(p.t)
+		if p.t.Failed() {
+			p.t.Logf("%s output:\n%s", name, out.String())
+		}
+	})
+	return pr
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (pr *proc) stop(t *testing.T) {
+	t.Helper()
+	if pr.cmd.ProcessState != nil {
+		return
+	}
+	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-pr.done:
+		pr.done <- err
+		if err != nil && !strings.Contains(err.Error(), "killed") {
+			t.Errorf("%s exited with %v:\n%s", pr.name, err, pr.out.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = pr.cmd.Process.Kill()
+		t.Errorf("%s did not stop within 30s of SIGTERM", pr.name)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// eventually polls cond until it holds, failing the test after timeout.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, state := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (p *pipeline) count(sql string) int {
+	p.t.Helper()
+	var n int
+	if err := p.dest.QueryRow(context.Background(), sql).Scan(&n); err != nil {
+		// Before the worker has migrated, the tables do not exist yet.
+		return -1
+	}
+	return n
+}
+
+// waitApplied waits until n action_ids are recorded in the destination.
+func (p *pipeline) waitApplied(n int) {
+	p.t.Helper()
+	eventually(p.t, 3*time.Minute, fmt.Sprintf("%d processed events", n), func() (bool, string) {
+		got := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+		return got == n, fmt.Sprintf("%d processed", got)
+	})
+}
+
+func (p *pipeline) snapshot() string {
+	p.t.Helper()
+	s, err := workload.Snapshot(context.Background(), p.dest)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return s
+}
+
+// summaries returns the results of the pipeline's completed batch workflows
+// by workflow ID, once none is running and they hold events messages.
+func (p *pipeline) summaries(events int) map[string]workflows.BatchSummary {
+	p.t.Helper()
+	ctx := context.Background()
+	var out map[string]workflows.BatchSummary
+	eventually(p.t, 2*time.Minute, "batch workflows to complete", func() (bool, string) {
+		out = map[string]workflows.BatchSummary{}
+		var token []byte
+		open := 0
+		for {
+			resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+				Query:         fmt.Sprintf("TaskQueue = '%s'", p.taskQueue),
+				NextPageToken: token,
+			})
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, ex := range resp.Executions {
+				id := ex.Execution.WorkflowId
+				switch ex.Status {
+				case enums.WORKFLOW_EXECUTION_STATUS_RUNNING:
+					open++
+				case enums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
+					var sum workflows.BatchSummary
+					if err := p.temporal.GetWorkflow(ctx, id, ex.Execution.RunId).Get(ctx, &sum); err != nil {
+						return false, err.Error()
+					}
+					out[id] = sum
+				default:
+					p.t.Fatalf("workflow %s ended %s", id, ex.Status)
+				}
+			}
+			if token = resp.NextPageToken; len(token) == 0 {
+				break
+			}
+		}
+		got := total(out).Events
+		return open == 0 && got == events, fmt.Sprintf("%d running, %d completed with %d events", open, len(out), got)
+	})
+	return out
+}
+
+func total(sums map[string]workflows.BatchSummary) workflows.BatchSummary {
+	var t workflows.BatchSummary
+	for _, s := range sums {
+		t.Events += s.Events
+		t.Applied += s.Applied
+		t.Superseded += s.Superseded
+		t.Duplicates += s.Duplicates
+		t.Failed += s.Failed
+	}
+	return t
+}
+
+// committed returns the consumer group's committed offsets summed over
+// partitions (an offset is the next message to read).
+func (p *pipeline) committed() int64 {
+	p.t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(p.brokers...)}
+	parts := make([]int, partitions)
+	for i := range parts {
+		parts[i] = i
+	}
+	resp, err := c.OffsetFetch(context.Background(), &kafka.OffsetFetchRequest{
+		GroupID: p.env["CDCFLOW_GROUP_ID"], Topics: map[string][]int{p.topic: parts}})
+	if err != nil {
+		return -1
+	}
+	var sum int64
+	for _, part := range resp.Topics[p.topic] {
+		if part.CommittedOffset > 0 {
+			sum += part.CommittedOffset
+		}
+	}
+	return sum
+}
+
+// resetGroup moves the consumer group back to the start of every partition.
+// The group must have no members.
+func (p *pipeline) resetGroup() {
+	p.t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(p.brokers...)}
+	commits := make([]kafka.OffsetCommit, partitions)
+	for i := range commits {
+		commits[i] = kafka.OffsetCommit{Partition: i, Offset: 0}
+	}
+	resp, err := c.OffsetCommit(context.Background(), &kafka.OffsetCommitRequest{
+		GroupID: p.env["CDCFLOW_GROUP_ID"], GenerationID: -1, Topics: map[string][]kafka.OffsetCommit{p.topic: commits}})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	for _, part := range resp.Topics[p.topic] {
+		if part.Error != nil {
+			p.t.Fatalf("reset partition %d: %v", part.Partition, part.Error)
+		}
+	}
+	if got := p.committed(); got != 0 {
+		p.t.Fatalf("after reset the group is at %d", got)
+	}
+}
+
+// logValue returns the integer logged as key=N in the last line of out that
+// contains msg.
+func logValue(t *testing.T, out, msg, key string) int {
+	t.Helper()
+	var line string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, msg) {
+			line = l
+		}
+	}
+	m := regexp.MustCompile(`\b` + key + `=(\d+)`).FindStringSubmatch(line)
+	if m == nil {
+		t.Fatalf("no %s= in a %q line of:\n%s", key, msg, out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
+}
