@@ -24,17 +24,17 @@ type Apply struct {
 	Applier BatchApplier
 }
 
-// ApplyInput is one batch, in offset order.
-type ApplyInput struct {
-	Events []event.Event `json:"events"`
-}
-
-// ApplyBatch applies the whole batch in one destination transaction. A
+// ApplyBatch applies the whole batch, in offset order, in one destination
+// transaction. A
 // permanent failure is returned as a non-retryable application error whose
 // type is one of the applier.ErrType constants; anything else is retried by
 // Temporal with the workflow's retry policy.
-func (a *Apply) ApplyBatch(ctx context.Context, in ApplyInput) (applier.Result, error) {
-	res, err := a.Applier.Apply(ctx, in.Events)
+func (a *Apply) ApplyBatch(ctx context.Context, batch event.Batch) (applier.Result, error) {
+	events, err := batch.Decode()
+	if err != nil {
+		return applier.Result{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
+	}
+	res, err := a.Applier.Apply(ctx, events)
 	if err == nil {
 		return res, nil
 	}

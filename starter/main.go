@@ -15,6 +15,7 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/poller"
+	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
 func main() {
@@ -39,11 +40,15 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	log := cfg.Logger()
+	if err := cfg.ServePprof(ctx, log); err != nil {
+		return err
+	}
 
 	tc, err := client.DialContext(ctx, client.Options{
-		HostPort:  cfg.Address,
-		Namespace: cfg.Namespace,
-		Logger:    tlog.NewStructuredLogger(log),
+		HostPort:      cfg.Address,
+		Namespace:     cfg.Namespace,
+		Logger:        tlog.NewStructuredLogger(log),
+		DataConverter: temporalx.DataConverter(),
 	})
 	if err != nil {
 		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)

@@ -18,6 +18,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/migrations"
 	"github.com/cdcflow/cdcflow/workflows"
 )
@@ -44,6 +45,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	log := cfg.Logger()
+	if err := cfg.ServePprof(ctx, log); err != nil {
+		return err
+	}
 
 	if cfg.Migrate {
 		if err := db.Migrate(ctx, cfg.DestDSN, migrations.DestFS()); err != nil {
@@ -61,9 +65,10 @@ func run(ctx context.Context, args []string) error {
 	}
 
 	tc, err := client.DialContext(ctx, client.Options{
-		HostPort:  cfg.Address,
-		Namespace: cfg.Namespace,
-		Logger:    tlog.NewStructuredLogger(log),
+		HostPort:      cfg.Address,
+		Namespace:     cfg.Namespace,
+		Logger:        tlog.NewStructuredLogger(log),
+		DataConverter: temporalx.DataConverter(),
 	})
 	if err != nil {
 		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)

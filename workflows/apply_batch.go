@@ -18,15 +18,16 @@ import (
 // ApplyBatchName is the registered name of the ApplyBatch workflow.
 const ApplyBatchName = "ApplyBatch"
 
-// BatchInput is one batch of messages from one Kafka partition, as the starter
-// cut it. Events and Poison together cover every offset of the range.
+// BatchInput describes one batch of messages from one Kafka partition, as the
+// starter cut it. Its events travel beside it, as the workflow's second
+// argument; those and Poison together cover every offset of the range.
 type BatchInput struct {
-	Topic       string        `json:"topic"`
-	Partition   int           `json:"partition"`
-	FirstOffset int64         `json:"first_offset"`
-	LastOffset  int64         `json:"last_offset"`
-	Events      []event.Event `json:"events"`
-	Poison      []Poison      `json:"poison,omitempty"`
+	Topic       string   `json:"topic"`
+	Partition   int      `json:"partition"`
+	FirstOffset int64    `json:"first_offset"`
+	LastOffset  int64    `json:"last_offset"`
+	EventCount  int      `json:"event_count"`
+	Poison      []Poison `json:"poison,omitempty"`
 }
 
 // Poison is a message that could not be decoded into an event.
@@ -63,15 +64,16 @@ var ApplyRetryPolicy = &temporal.RetryPolicy{
 	MaximumAttempts:    0,
 }
 
-// ApplyBatch applies one batch to the destination in one activity.
-func ApplyBatch(ctx workflow.Context, in BatchInput) (BatchSummary, error) {
+// ApplyBatch applies one batch to the destination in one activity. It never
+// decodes the events: they go to the activity as they came.
+func ApplyBatch(ctx workflow.Context, in BatchInput, events event.Batch) (BatchSummary, error) {
 	log := workflow.GetLogger(ctx)
-	sum := BatchSummary{Events: len(in.Events) + len(in.Poison), Failed: len(in.Poison)}
+	sum := BatchSummary{Events: in.EventCount + len(in.Poison), Failed: len(in.Poison)}
 	for _, p := range in.Poison {
 		log.Error("undecodable message skipped", "topic", in.Topic, "partition", in.Partition,
 			"offset", p.Offset, "error", p.Error)
 	}
-	if len(in.Events) == 0 {
+	if in.EventCount == 0 {
 		return sum, nil
 	}
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
@@ -80,7 +82,7 @@ func ApplyBatch(ctx workflow.Context, in BatchInput) (BatchSummary, error) {
 	})
 	var a *activities.Apply
 	var res applier.Result
-	if err := workflow.ExecuteActivity(ctx, a.ApplyBatch, activities.ApplyInput{Events: in.Events}).Get(ctx, &res); err != nil {
+	if err := workflow.ExecuteActivity(ctx, a.ApplyBatch, events).Get(ctx, &res); err != nil {
 		// Keep the activity's error type, so that the failed workflow can be
 		// found by it, and say which batch it was.
 		typ, cause := "ApplyFailed", err.Error()

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"go.temporal.io/sdk/worker"
+
+	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
 // TestReplayRecordedHistories replays histories recorded from a real server
@@ -21,7 +23,10 @@ func TestReplayRecordedHistories(t *testing.T) {
 	}
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
-			r := worker.NewWorkflowReplayer()
+			r, err := worker.NewWorkflowReplayerWithOptions(worker.WorkflowReplayerOptions{DataConverter: temporalx.DataConverter()})
+			if err != nil {
+				t.Fatal(err)
+			}
 			r.RegisterWorkflowWithOptions(ApplyBatch, workflowOptions())
 			if err := r.ReplayWorkflowHistoryFromJSONFile(nil, file); err != nil {
 				t.Fatal(err)

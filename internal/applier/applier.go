@@ -201,14 +201,14 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 			p.deletes = true
 			continue
 		}
-		cols, err := event.Columns(ev.After)
+		cols, err := ev.AfterColumns()
 		if err != nil {
 			return nil, &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
 		}
 		if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 			return nil, err
 		}
-		slices.Sort(cols)
+		cols = slices.Sorted(slices.Values(cols)) // a copy: the event's list stays as it was
 		colSets[ev.Table][strings.Join(cols, "\x00")] = true
 	}
 	out := make([]*tablePlan, 0, len(plans))
@@ -224,14 +224,14 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 }
 
 func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {
-	cols, err := event.Columns(ev.Key)
+	cols, err := ev.KeyColumns()
 	if err != nil {
 		return &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
 	}
 	if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 		return err
 	}
-	slices.Sort(cols)
+	cols = slices.Sorted(slices.Values(cols))
 	if !slices.Equal(cols, p.info.sortedPK) {
 		return &PermanentError{Type: ErrTypeKeyMismatch, ActionID: ev.ActionID,
 			Msg: fmt.Sprintf("table %s: key columns (%s) are not the primary key (%s)",

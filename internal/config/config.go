@@ -4,9 +4,13 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	_ "net/http/pprof" // served only when CDCFLOW_PPROF_ADDR is set
 	"os"
 	"strings"
 	"time"
@@ -23,9 +27,10 @@ type Temporal struct {
 	TaskQueue string `envconfig:"CDCFLOW_TASK_QUEUE" default:"cdcflow-apply" desc:"task queue of the apply workflows"`
 }
 
-// Log sets logging.
+// Log sets logging and diagnostics.
 type Log struct {
-	Level slog.Level `envconfig:"CDCFLOW_LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
+	Level     slog.Level `envconfig:"CDCFLOW_LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
+	PprofAddr string     `envconfig:"CDCFLOW_PPROF_ADDR" desc:"serve Go's pprof profiles on this host:port (off when empty)"`
 }
 
 // Worker configures the worker binary.
@@ -131,6 +136,25 @@ func process(spec any) error {
 		return &Error{Var: perr.KeyName, Value: perr.Value, Reason: reason}
 	}
 	return err
+}
+
+// ServePprof serves net/http/pprof on PprofAddr, when set, until ctx ends.
+func (l Log) ServePprof(ctx context.Context, log *slog.Logger) error {
+	if l.PprofAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", l.PprofAddr)
+	if err != nil {
+		return fmt.Errorf("pprof listener: %w", err)
+	}
+	srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go srv.Serve(ln) //nolint:errcheck // ends with ErrServerClosed
+	log.Info("serving pprof", "addr", ln.Addr().String())
+	return nil
 }
 
 // Logger returns a text logger at the configured level.

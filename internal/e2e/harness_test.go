@@ -37,7 +37,7 @@ var binaries struct {
 
 // binary builds the cdcflow programs once per test run and returns the path
 // of one of them.
-func binary(t *testing.T, name string) string {
+func binary(t testing.TB, name string) string {
 	t.Helper()
 	binaries.once.Do(func() {
 		binaries.dir, binaries.err = os.MkdirTemp("", "cdcflow-bin-")
@@ -67,7 +67,7 @@ func moduleRoot() string {
 // pipeline is one isolated cdcflow deployment: its own destination database,
 // topic, consumer group and task queue on the shared services.
 type pipeline struct {
-	t         *testing.T
+	t         testing.TB
 	env       map[string]string
 	brokers   []string
 	kafka     *testenv.Kafka // nil with an external broker
@@ -79,7 +79,7 @@ type pipeline struct {
 
 const partitions = 4
 
-func newPipeline(t *testing.T) *pipeline {
+func newPipeline(t testing.TB) *pipeline {
 	t.Helper()
 	name := strings.ToLower(regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-"))
 	suffix := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
@@ -145,7 +145,7 @@ func (p *pipeline) start(name string, extra ...string) *proc {
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (pr *proc) stop(t *testing.T) {
+func (pr *proc) stop(t testing.TB) {
 	t.Helper()
 	if pr.cmd.ProcessState != nil {
 		return
@@ -181,7 +181,7 @@ func (s *syncBuffer) String() string {
 }
 
 // eventually polls cond until it holds, failing the test after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, timeout time.Duration, what string, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -192,7 +192,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %s waiting for %s; last state: %s", timeout, what, state)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -330,7 +330,7 @@ func (p *pipeline) resetGroup() {
 
 // logValue returns the integer logged as key=N in the last line of out that
 // contains msg.
-func logValue(t *testing.T, out, msg, key string) int {
+func logValue(t testing.TB, out, msg, key string) int {
 	t.Helper()
 	var line string
 	for _, l := range strings.Split(out, "\n") {

@@ -39,6 +39,30 @@ type Event struct {
 	Before        json.RawMessage `json:"before,omitempty"`
 	CommitTime    time.Time       `json:"commit_time"`
 	SchemaVersion int             `json:"schema_version"`
+
+	// Column names of Key and After, found by Decode; see KeyColumns.
+	keyCols, afterCols []string
+}
+
+// KeyColumns returns the column names of Key.
+func (e Event) KeyColumns() ([]string, error) { return columns(e.Key, e.keyCols) }
+
+// AfterColumns returns the column names of After (none for a delete).
+func (e Event) AfterColumns() ([]string, error) { return columns(e.After, e.afterCols) }
+
+func columns(obj json.RawMessage, known []string) ([]string, error) {
+	if known != nil || obj == nil {
+		return known, nil
+	}
+	var cols map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &cols); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(cols))
+	for name := range cols {
+		names = append(names, name)
+	}
+	return names, nil
 }
 
 // Error is a decode failure; Field names the offending member of the envelope.
@@ -110,16 +134,16 @@ func Decode(data []byte) (Event, error) {
 	default:
 		return Event{}, invalid("op", "unknown op %q (want insert, update or delete)", *w.Op)
 	}
-	if ev.Key, err = object("key", w.Key, true); err != nil {
+	if ev.Key, ev.keyCols, err = object("key", w.Key, true); err != nil {
 		return Event{}, err
 	}
-	if ev.After, err = object("after", w.After, ev.Op != OpDelete); err != nil {
+	if ev.After, ev.afterCols, err = object("after", w.After, ev.Op != OpDelete); err != nil {
 		return Event{}, err
 	}
 	if ev.Op == OpDelete && ev.After != nil {
 		return Event{}, invalid("after", "must be absent for a delete")
 	}
-	if ev.Before, err = object("before", w.Before, false); err != nil {
+	if ev.Before, _, err = object("before", w.Before, false); err != nil {
 		return Event{}, err
 	}
 	if w.CommitTime == nil {
@@ -152,40 +176,29 @@ func integer(field string, raw json.RawMessage) (int64, error) {
 }
 
 // object checks that raw is a non-empty JSON object whose members are column
-// names. JSON null counts as absent.
-func object(field string, raw json.RawMessage, required bool) (json.RawMessage, error) {
+// names, and returns those names. JSON null counts as absent.
+func object(field string, raw json.RawMessage, required bool) (json.RawMessage, []string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		if required {
-			return nil, invalid(field, "missing")
+			return nil, nil, invalid(field, "missing")
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
 	var cols map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &cols); err != nil {
-		return nil, invalid(field, "want an object of column values")
+		return nil, nil, invalid(field, "want an object of column values")
 	}
 	if len(cols) == 0 {
-		return nil, invalid(field, "has no columns")
-	}
-	for name := range cols {
-		if name == "" {
-			return nil, invalid(field, "empty column name")
-		}
-	}
-	return raw, nil
-}
-
-// Columns returns the column names of a JSON object produced by Decode.
-func Columns(obj json.RawMessage) ([]string, error) {
-	var cols map[string]json.RawMessage
-	if err := json.Unmarshal(obj, &cols); err != nil {
-		return nil, err
+		return nil, nil, invalid(field, "has no columns")
 	}
 	names := make([]string, 0, len(cols))
 	for name := range cols {
+		if name == "" {
+			return nil, nil, invalid(field, "empty column name")
+		}
 		names = append(names, name)
 	}
-	return names, nil
+	return raw, names, nil
 }
 
 // NormalizeTable returns the schema-qualified form of a table name:
@@ -205,4 +218,42 @@ func NormalizeTable(name string) (string, error) {
 // Encode returns the wire form of ev.
 func Encode(ev Event) ([]byte, error) {
 	return json.Marshal(ev)
+}
+
+// Batch is a JSON array of encoded events, as the starter received them.
+// Workflows pass it on without decoding it; the apply activity decodes it.
+type Batch []byte
+
+// NewBatch joins encoded events into a Batch.
+func NewBatch(encoded [][]byte) Batch {
+	n := 2
+	for _, e := range encoded {
+		n += len(e) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '[')
+	for i, e := range encoded {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, e...)
+	}
+	return append(b, ']')
+}
+
+// Decode decodes and validates every event of the batch.
+func (b Batch) Decode() ([]Event, error) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(b, &raws); err != nil {
+		return nil, fmt.Errorf("decode batch: %w", err)
+	}
+	events := make([]Event, len(raws))
+	for i, raw := range raws {
+		ev, err := Decode(raw)
+		if err != nil {
+			return nil, fmt.Errorf("batch element %d: %w", i, err)
+		}
+		events[i] = ev
+	}
+	return events, nil
 }

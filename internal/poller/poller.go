@@ -199,14 +199,14 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	in := pp.p.batchInput(pp.partition, msgs)
+	in, events := pp.p.batchInput(pp.partition, msgs)
 	id := WorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
 
 	// A start under way finishes even if the poller is being stopped, so that
 	// what was started gets committed.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pp.p.cfg.StartGrace)
 	defer cancel()
-	run, err := pp.p.start(ctx, sctx, id, in)
+	run, err := pp.p.start(ctx, sctx, id, in, events)
 	if err != nil {
 		<-pp.inFlight
 		if ctx.Err() != nil {
@@ -245,7 +245,7 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 
 // start starts the workflow, retrying transient failures with capped backoff
 // until stop is cancelled. It returns a nil run when the ID was used before.
-func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchInput) (client.WorkflowRun, error) {
+func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchInput, events event.Batch) (client.WorkflowRun, error) {
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                p.cfg.TaskQueue,
@@ -255,7 +255,7 @@ func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchI
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		run, err := p.temporal.ExecuteWorkflow(ctx, opts, workflows.ApplyBatchName, in)
+		run, err := p.temporal.ExecuteWorkflow(ctx, opts, workflows.ApplyBatchName, in, events)
 		if err == nil {
 			p.Stats.BatchesStarted.Add(1)
 			return run, nil
@@ -276,19 +276,20 @@ func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchI
 	}
 }
 
-// batchInput decodes the messages of a batch; undecodable ones become poison.
-func (p *Poller) batchInput(partition int, msgs []kafka.Message) workflows.BatchInput {
+// batchInput checks that every message of a batch decodes; the good ones
+// form the batch's events as they were received, the others become poison.
+func (p *Poller) batchInput(partition int, msgs []kafka.Message) (workflows.BatchInput, event.Batch) {
 	in := workflows.BatchInput{
 		Topic:       p.cfg.Topic,
 		Partition:   partition,
 		FirstOffset: msgs[0].Offset,
 		LastOffset:  msgs[len(msgs)-1].Offset,
-		Events:      make([]event.Event, 0, len(msgs)),
 	}
+	good := make([][]byte, 0, len(msgs))
 	for _, m := range msgs {
-		ev, err := event.Decode(m.Value)
+		_, err := event.Decode(m.Value)
 		if err == nil {
-			in.Events = append(in.Events, ev)
+			good = append(good, m.Value)
 			continue
 		}
 		value := m.Value
@@ -299,5 +300,6 @@ func (p *Poller) batchInput(partition int, msgs []kafka.Message) workflows.Batch
 			Truncated: len(value) < len(m.Value), Error: err.Error()})
 		p.log.Warn("undecodable message", "topic", p.cfg.Topic, "partition", partition, "offset", m.Offset, "error", err)
 	}
-	return in
+	in.EventCount = len(good)
+	return in, event.NewBatch(good)
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+
+	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
 // TemporalCLIVersion is the pinned Temporal CLI the Makefile installs.
@@ -128,7 +130,8 @@ func (t *Temporal) Close() error {
 	return t.proc.stop(syscall.SIGTERM, 20*time.Second)
 }
 
-// Dial connects a client to the server.
+// Dial connects a client, with cdcflow's data converter, to the server.
 func (t *Temporal) Dial() (client.Client, error) {
-	return client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
+	return client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{},
+		DataConverter: temporalx.DataConverter()})
 }

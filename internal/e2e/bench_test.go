@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/internal/workload"
+	"github.com/cdcflow/cdcflow/migrations"
+)
+
+// BenchmarkApply measures events/s through Kafka -> Temporal -> destination
+// for CDCFLOW_BENCH_EVENTS changes (default 100,000), beside the same events
+// applied straight to PostgreSQL by the same applier in batches of the same
+// size, and reports the ratio. Run it with `make bench-apply`.
+func BenchmarkApply(b *testing.B) {
+	n := envInt("CDCFLOW_BENCH_EVENTS", 100000)
+	batch := envInt("CDCFLOW_BENCH_BATCH", 1000)
+	events, final := workload.Generate(n, n/20, 7)
+	want := workload.Render(final)
+	for range b.N {
+		direct := applyDirect(b, events, batch, want)
+		piped := applyThroughPipeline(b, events, batch, want)
+		b.ReportMetric(direct, "direct_events/s")
+		b.ReportMetric(piped, "pipeline_events/s")
+		b.ReportMetric(piped/direct, "ratio")
+		fmt.Fprintf(os.Stderr, "apply %d events, batch %d: direct %.0f events/s, pipeline %.0f events/s, ratio %.2f\n",
+			n, batch, direct, piped, piped/direct)
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// applyDirect applies events in batches, one after another, to a fresh
+// destination and returns events/s.
+func applyDirect(b *testing.B, events []event.Event, batch int, want string) float64 {
+	ctx := context.Background()
+	dsn := testenv.NewDatabase(b, "direct")
+	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
+		b.Fatal(err)
+	}
+	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pool.Close()
+	apl, err := applier.New(ctx, pool, []string{"public.employees"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	for i := 0; i < len(events); i += batch {
+		if _, err := apl.Apply(ctx, events[i:min(i+batch, len(events))]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	elapsed := time.Since(start)
+	if got, err := workload.Snapshot(ctx, pool); err != nil || got != want {
+		b.Fatalf("direct apply left a different table (err %v)", err)
+	}
+	return float64(len(events)) / elapsed.Seconds()
+}
+
+// applyThroughPipeline runs worker and starter, warms them up, then produces
+// the events to Kafka and times from the first produce to the last commit in
+// the destination.
+func applyThroughPipeline(b *testing.B, events []event.Event, batch int, want string) float64 {
+	p := newPipeline(b)
+	p.start("worker", "CDCFLOW_LOG_LEVEL=warn", "CDCFLOW_PPROF_ADDR="+os.Getenv("CDCFLOW_BENCH_WORKER_PPROF"))
+	p.start("starter", "CDCFLOW_LOG_LEVEL=warn", "CDCFLOW_PPROF_ADDR="+os.Getenv("CDCFLOW_BENCH_STARTER_PPROF"), fmt.Sprintf("CDCFLOW_BATCH_MAX_EVENTS=%d", batch))
+
+	// Warm-up: a few changes on keys the measured workload does not touch.
+	warm := make([]event.Event, 100)
+	for i := range warm {
+		warm[i] = events[0]
+		warm[i].ActionID = int64(len(events) + 1 + i)
+		warm[i].Op = event.OpDelete
+		warm[i].After = nil
+		warm[i].Key = []byte(fmt.Sprintf(`{"emp_id":%d}`, 10_000_000+i))
+	}
+	if err := workload.Produce(context.Background(), p.brokers, p.topic, warm); err != nil {
+		b.Fatal(err)
+	}
+	p.waitApplied(len(warm))
+
+	start := time.Now()
+	if err := workload.Produce(context.Background(), p.brokers, p.topic, events); err != nil {
+		b.Fatal(err)
+	}
+	p.waitApplied(len(warm) + len(events))
+	elapsed := time.Since(start)
+	p.assertDestination(want)
+	return float64(len(events)) / elapsed.Seconds()
+}

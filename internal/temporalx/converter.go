@@ -1,0 +1,97 @@
+// Package temporalx holds what every cdcflow Temporal client shares.
+package temporalx
+
+import (
+	"bytes"
+
+	"github.com/klauspost/compress/zlib"
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/sdk/converter"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// CompressAbove is the payload size from which payloads are compressed.
+// Batches of change events are large and repetitive JSON and shrink several
+// times over; summaries, signals and query results stay below it and remain
+// plain JSON, readable in the Web UI and the temporal CLI.
+const CompressAbove = 32 << 10
+
+// DataConverter is the converter of every cdcflow client and worker: JSON,
+// with event batches passed through as the JSON they already are, and large
+// payloads zlib-compressed in the SDK's "binary/zlib" format.
+func DataConverter() converter.DataConverter {
+	return converter.NewCodecDataConverter(
+		converter.NewCompositeDataConverter(
+			converter.NewNilPayloadConverter(),
+			converter.NewByteSlicePayloadConverter(),
+			converter.NewProtoJSONPayloadConverter(),
+			converter.NewProtoPayloadConverter(),
+			batchJSON{converter.NewJSONPayloadConverter()},
+		),
+		largePayloadCodec{})
+}
+
+// batchJSON is the JSON payload converter, except that an event.Batch, which
+// is JSON already, is stored as is rather than validated and copied again.
+type batchJSON struct{ *converter.JSONPayloadConverter }
+
+func (c batchJSON) ToPayload(value any) (*commonpb.Payload, error) {
+	if b, ok := value.(event.Batch); ok {
+		return &commonpb.Payload{
+			Metadata: map[string][]byte{converter.MetadataEncoding: []byte(converter.MetadataEncodingJSON)},
+			Data:     b,
+		}, nil
+	}
+	return c.JSONPayloadConverter.ToPayload(value)
+}
+
+func (c batchJSON) FromPayload(p *commonpb.Payload, valuePtr any) error {
+	if b, ok := valuePtr.(*event.Batch); ok {
+		*b = p.GetData()
+		return nil
+	}
+	return c.JSONPayloadConverter.FromPayload(p, valuePtr)
+}
+
+// largePayloadCodec compresses payloads of CompressAbove bytes or more, at
+// zlib's fastest level. Decoding is the SDK's zlib codec.
+type largePayloadCodec struct{}
+
+var sdkZlib = converter.NewZlibCodec(converter.ZlibCodecOptions{})
+
+func (largePayloadCodec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
+	out := make([]*commonpb.Payload, len(payloads))
+	for i, p := range payloads {
+		if len(p.GetData()) < CompressAbove {
+			out[i] = p
+			continue
+		}
+		raw, err := proto.Marshal(p)
+		if err != nil {
+			return nil, err
+		}
+		var buf bytes.Buffer
+		buf.Grow(len(raw) / 4)
+		w, err := zlib.NewWriterLevel(&buf, zlib.BestSpeed)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Write(raw); err != nil {
+			return nil, err
+		}
+		if err := w.Close(); err != nil {
+			return nil, err
+		}
+		out[i] = &commonpb.Payload{
+			Metadata: map[string][]byte{converter.MetadataEncoding: []byte("binary/zlib")},
+			Data:     buf.Bytes(),
+		}
+	}
+	return out, nil
+}
+
+func (largePayloadCodec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
+	return sdkZlib.Decode(payloads)
+}
