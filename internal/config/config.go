@@ -51,7 +51,7 @@ type Starter struct {
 	Brokers        []string      `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
 	Topic          string        `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
 	GroupID        string        `envconfig:"CDCFLOW_GROUP_ID" default:"cdcflow-starter" desc:"Kafka consumer group of the starter"`
-	BatchMaxEvents int           `envconfig:"CDCFLOW_BATCH_MAX_EVENTS" default:"1000" desc:"cut a batch at this many events"`
+	BatchMaxEvents int           `envconfig:"CDCFLOW_BATCH_MAX_EVENTS" default:"2000" desc:"cut a batch at this many events"`
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
@@ -65,7 +65,7 @@ const MaxBatchBytes = 1536 << 10
 // LoadWorker reads the worker's settings.
 func LoadWorker() (Worker, error) {
 	var c Worker
-	if err := process(&c); err != nil {
+	if err := Process(&c); err != nil {
 		return c, err
 	}
 	if c.Activities < 1 {
@@ -87,7 +87,7 @@ func LoadWorker() (Worker, error) {
 // LoadStarter reads the starter's settings.
 func LoadStarter() (Starter, error) {
 	var c Starter
-	if err := process(&c); err != nil {
+	if err := Process(&c); err != nil {
 		return c, err
 	}
 	switch {
@@ -122,7 +122,8 @@ func invalid(name string, value any, reason string) error {
 	return &Error{Var: name, Value: fmt.Sprint(value), Reason: reason}
 }
 
-func process(spec any) error {
+// Process reads spec from the environment, reporting a bad value as *Error.
+func Process(spec any) error {
 	err := envconfig.Process("", spec)
 	var perr *envconfig.ParseError
 	if errors.As(err, &perr) {

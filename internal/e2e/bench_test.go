@@ -22,7 +22,7 @@ import (
 // size, and reports the ratio. Run it with `make bench-apply`.
 func BenchmarkApply(b *testing.B) {
 	n := envInt("CDCFLOW_BENCH_EVENTS", 100000)
-	batch := envInt("CDCFLOW_BENCH_BATCH", 1000)
+	batch := envInt("CDCFLOW_BENCH_BATCH", 2000)
 	events, final := workload.Generate(n, n/20, 7)
 	want := workload.Render(final)
 	for range b.N {

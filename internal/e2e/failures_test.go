@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,12 +96,9 @@ func TestUndecodableAndRejectedEvents(t *testing.T) {
 
 	p.produceRaw(sprintf(goodEvent, 5, 5, 5),
 		`{"action_id":6,"table":"public.payroll","op":"delete","key":{"id":1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`)
-	runID, err := p.waitForFailure()
-	if err != nil {
-		t.Fatal(err)
-	}
+	failedID := p.waitForFailure()
 	var appErr *temporal.ApplicationError
-	werr := p.temporal.GetWorkflow(context.Background(), runID, "").Get(context.Background(), nil)
+	werr := p.temporal.GetWorkflow(context.Background(), failedID, "").Get(context.Background(), nil)
 	if !errors.As(werr, &appErr) || appErr.Type() != applier.ErrTypeTableNotAllowed {
 		t.Fatalf("workflow error %v, want type %s", werr, applier.ErrTypeTableNotAllowed)
 	}
@@ -111,13 +110,13 @@ func TestUndecodableAndRejectedEvents(t *testing.T) {
 	}
 	if *updateHistories {
 		p.saveHistory(okID, "apply_batch_poison.json")
-		p.saveHistory(runID, "apply_batch_rejected.json")
+		p.saveHistory(failedID, "apply_batch_rejected.json")
 	}
 }
 
 // waitForFailure returns the ID of the first workflow on the pipeline's task
 // queue that failed.
-func (p *pipeline) waitForFailure() (string, error) {
+func (p *pipeline) waitForFailure() string {
 	var id string
 	eventually(p.t, time.Minute, "a failed workflow", func() (bool, string) {
 		resp, err := p.temporal.ListWorkflow(context.Background(), listFailed(p.taskQueue))
@@ -130,5 +129,27 @@ func (p *pipeline) waitForFailure() (string, error) {
 		id = resp.Executions[0].Execution.WorkflowId
 		return true, ""
 	})
-	return id, nil
+	return id
+}
+
+// TestInvalidConfigurationExits: one line naming the variable, exit status 1,
+// and nothing started.
+func TestInvalidConfigurationExits(t *testing.T) {
+	for _, c := range []struct{ prog, env, want string }{
+		{"starter", "CDCFLOW_BATCH_MAX_EVENTS=lots", `starter: invalid CDCFLOW_BATCH_MAX_EVENTS="lots": want int`},
+		{"worker", "CDCFLOW_TABLES=x.y.z", `worker: invalid CDCFLOW_TABLES="x.y.z": want schema.table, got "x.y.z"`},
+	} {
+		cmd := exec.Command(binary(t, c.prog))
+		cmd.Env = append(os.Environ(), c.env)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Fatalf("%s with %s: %v, want exit status 1", c.prog, c.env, err)
+		}
+		if got := stderr.String(); got != c.want+"\n" {
+			t.Fatalf("%s with %s printed %q, want the single line %q", c.prog, c.env, got, c.want)
+		}
+	}
 }

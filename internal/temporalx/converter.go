@@ -35,7 +35,9 @@ func DataConverter() converter.DataConverter {
 
 // batchJSON is the JSON payload converter, except that an event.Batch, which
 // is JSON already, is stored as is rather than validated and copied again.
-type batchJSON struct{ *converter.JSONPayloadConverter }
+type batchJSON struct {
+	*converter.JSONPayloadConverter
+}
 
 func (c batchJSON) ToPayload(value any) (*commonpb.Payload, error) {
 	if b, ok := value.(event.Batch); ok {

@@ -109,7 +109,7 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 			return err
 		}
 		// The namespace is registered a moment after the frontend is healthy.
-		_, err = c.DescribeWorkflowExecution(cctx, "cdcflow-readiness-probe", "")
+		_, err = c.DescribeWorkflow(cctx, "cdcflow-readiness-probe", "")
 		if err != nil && !isNotFound(err) {
 			return err
 		}

@@ -1,0 +1,68 @@
+# cdcflow — see README.md. `make run` and `make test` set up everything they
+# need on a machine with Go and Debian's PostgreSQL 15.
+
+GO        ?= go
+CACHE     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cdcflow
+TOOLS     := $(CACHE)/bin
+TEMPORAL  := $(TOOLS)/temporal
+STATICCHECK   := $(TOOLS)/staticcheck
+WORKFLOWCHECK := $(TOOLS)/workflowcheck
+
+TEMPORAL_CLI_VERSION  := v1.5.1
+STATICCHECK_VERSION   := v0.8.2
+WORKFLOWCHECK_VERSION := v0.6.0
+
+export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
+
+.PHONY: all build test lint bench bench-apply fuzz run tools clean
+
+all: build
+
+## tools: install the pinned Temporal CLI (dev server for tests and `make run`) into the cache
+tools: $(TEMPORAL)
+
+$(TEMPORAL):
+	@mkdir -p $(TOOLS)
+	@echo "installing temporal CLI $(TEMPORAL_CLI_VERSION) into $(TOOLS) (the first build takes a few minutes)"
+	cd / && GOBIN=$(TOOLS) $(GO) install github.com/temporalio/cli/cmd/temporal@$(TEMPORAL_CLI_VERSION)
+
+$(STATICCHECK):
+	cd / && GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(WORKFLOWCHECK):
+	cd / && GOBIN=$(TOOLS) $(GO) install go.temporal.io/sdk/contrib/tools/workflowcheck@$(WORKFLOWCHECK_VERSION)
+
+## build: compile the programs into bin/
+build:
+	$(GO) build -o bin/ ./worker ./starter ./devstack
+
+## test: every test, with the race detector, against real PostgreSQL, Temporal and a Kafka-protocol broker
+test: tools
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+## lint: gofmt, go vet, staticcheck and workflowcheck (workflow determinism)
+lint: $(STATICCHECK) $(WORKFLOWCHECK)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+	$(WORKFLOWCHECK) ./workflows/...
+
+## bench-apply: events/s Kafka -> Temporal -> destination vs. the same SQL applied directly (100,000 events)
+bench-apply: tools
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m .
+
+## bench: all benchmarks
+bench: bench-apply
+
+## fuzz: fuzz the change-event decoder for a minute
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/event
+
+## run: the whole pipeline on local embedded services, in the foreground until Ctrl-C
+run: tools build
+	./bin/devstack
+
+clean:
+	rm -rf bin

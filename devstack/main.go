@@ -1,0 +1,191 @@
+// Command devstack runs the whole cdcflow pipeline on local embedded services,
+// for `make run`: PostgreSQL clusters from the installed binaries, the Temporal
+// dev server with its Web UI, and an in-process Kafka-protocol broker, then
+// the cdcflow programs against them. It stays in the foreground; Ctrl-C stops
+// everything. Set CDCFLOW_DEST_DSN, KAFKA_BROKERS or TEMPORAL_ADDRESS to use
+// running services instead.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, config.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+// Settings of devstack itself; the programs it starts read their own.
+type settings struct {
+	DestDSN    string `envconfig:"CDCFLOW_DEST_DSN" desc:"destination PostgreSQL; empty starts a throwaway cluster"`
+	Brokers    string `envconfig:"KAFKA_BROKERS" desc:"Kafka brokers; empty starts an in-process broker on 127.0.0.1:9092 (or a free port)"`
+	Temporal   string `envconfig:"TEMPORAL_ADDRESS" desc:"Temporal frontend; empty starts the dev server on 127.0.0.1:7233 with its Web UI on :8233"`
+	Topic      string `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	Partitions int32  `envconfig:"CDCFLOW_DEV_PARTITIONS" default:"4" desc:"partitions of the topic on the in-process broker"`
+}
+
+type stack struct {
+	log     *slog.Logger
+	out     io.Writer
+	closers []func()
+	procs   []*child
+	exits   chan error // one send per program that ended
+}
+
+type child struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func run(ctx context.Context, args []string, out io.Writer) error {
+	var s settings
+	if err := config.ParseFlags("devstack", "runs the cdcflow pipeline on local embedded services", args, &s, out); err != nil {
+		return err
+	}
+	if err := config.Process(&s); err != nil {
+		return err
+	}
+	st := &stack{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), out: out, exits: make(chan error, 8)}
+	defer st.close()
+
+	env, banner, err := st.services(ctx, s)
+	if err != nil {
+		return err
+	}
+	for _, prog := range []string{"worker", "starter"} {
+		if err := st.start(prog, env); err != nil {
+			return err
+		}
+	}
+	fmt.Fprint(out, banner)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(out, "\nstopping cdcflow...")
+		return nil
+	case err := <-st.exits:
+		return err
+	}
+}
+
+// services starts (or locates) PostgreSQL, Kafka and Temporal, and returns
+// the environment for the cdcflow programs and the banner to print.
+func (st *stack) services(ctx context.Context, s settings) ([]string, string, error) {
+	var b strings.Builder
+	env := []string{"CDCFLOW_TOPIC=" + s.Topic}
+
+	destDSN := s.DestDSN
+	if destDSN == "" {
+		pg, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Port: portOr(5433)})
+		if err != nil {
+			return nil, "", fmt.Errorf("start destination PostgreSQL: %w", err)
+		}
+		st.closers = append(st.closers, func() { pg.Close() })
+		destDSN = pg.DSN
+	}
+	env = append(env, "CDCFLOW_DEST_DSN="+destDSN)
+	fmt.Fprintf(&b, "  destination  %s\n", destDSN)
+
+	brokers := s.Brokers
+	if brokers == "" {
+		k, err := testenv.StartKafka(testenv.KafkaOptions{Port: portOr(9092), Topics: map[string]int32{s.Topic: s.Partitions}})
+		if err != nil {
+			return nil, "", fmt.Errorf("start Kafka-protocol broker: %w", err)
+		}
+		st.closers = append(st.closers, k.Close)
+		brokers = strings.Join(k.Brokers, ",")
+	}
+	env = append(env, "KAFKA_BROKERS="+brokers)
+	fmt.Fprintf(&b, "  kafka        %s (topic %s)\n", brokers, s.Topic)
+
+	address, ui := s.Temporal, "(external: see your Temporal Web UI)"
+	if address == "" {
+		t, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{Port: portOr(7233), UI: true, UIPort: portOr(8233)})
+		if err != nil {
+			return nil, "", fmt.Errorf("start Temporal dev server: %w", err)
+		}
+		st.closers = append(st.closers, func() { t.Close() })
+		address, ui = t.Address, t.UIAddress
+	}
+	env = append(env, "TEMPORAL_ADDRESS="+address)
+	fmt.Fprintf(&b, "  temporal     %s\n  web ui       %s\n", address, ui)
+
+	banner := "\ncdcflow is running. Ctrl-C stops everything.\n\n" + b.String() +
+		"\nPublish a change event to the topic and watch the batch in the Web UI;\n" +
+		"read the destination with:\n\n  psql '" + destDSN + "' -c 'SELECT * FROM employees'\n\n"
+	return env, banner, nil
+}
+
+// start runs a cdcflow program that was built beside devstack.
+func (st *stack) start(prog string, env []string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(filepath.Dir(self), prog))
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// Own process group: Ctrl-C reaches devstack, which stops programs in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", prog, err)
+	}
+	c := &child{name: prog, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		close(c.done)
+		st.exits <- fmt.Errorf("%s exited: %v", prog, err)
+	}()
+	st.procs = append(st.procs, c)
+	return nil
+}
+
+// close stops the programs, newest first, then the services.
+func (st *stack) close() {
+	for i := len(st.procs) - 1; i >= 0; i-- {
+		c := st.procs[i]
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			st.log.Warn("program did not stop in 15s; killing it", "program", c.name)
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+	for i := len(st.closers) - 1; i >= 0; i-- {
+		st.closers[i]()
+	}
+}
+
+// portOr returns port when it is free on 127.0.0.1, else 0 (pick any).
+func portOr(port int) int {
+	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return 0
+	}
+	l.Close()
+	return port
+}
