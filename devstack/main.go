@@ -39,11 +39,13 @@ func main() {
 
 // Settings of devstack itself; the programs it starts read their own.
 type settings struct {
+	SourceDSN  string `envconfig:"CDCFLOW_SOURCE_DSN" desc:"source PostgreSQL; empty starts a throwaway cluster"`
 	DestDSN    string `envconfig:"CDCFLOW_DEST_DSN" desc:"destination PostgreSQL; empty starts a throwaway cluster"`
 	Brokers    string `envconfig:"KAFKA_BROKERS" desc:"Kafka brokers; empty starts an in-process broker on 127.0.0.1:9092 (or a free port)"`
 	Temporal   string `envconfig:"TEMPORAL_ADDRESS" desc:"Temporal frontend; empty starts the dev server on 127.0.0.1:7233 with its Web UI on :8233"`
 	Topic      string `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
 	Partitions int32  `envconfig:"CDCFLOW_DEV_PARTITIONS" default:"4" desc:"partitions of the topic on the in-process broker"`
+	DemoRate   int    `envconfig:"CDCFLOW_DEMO_RATE" default:"0" desc:"keep writing this many demo changes per second to employees on the source (0: off)"`
 }
 
 type stack struct {
@@ -75,12 +77,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	for _, prog := range []string{"worker", "starter"} {
+	for _, prog := range []string{"worker", "starter", "capture"} {
 		if err := st.start(prog, env); err != nil {
 			return err
 		}
 	}
 	fmt.Fprint(out, banner)
+	if s.DemoRate > 0 {
+		go st.demo(ctx, sourceDSN(env), s.DemoRate)
+	}
 	select {
 	case <-ctx.Done():
 		fmt.Fprintln(out, "\nstopping cdcflow...")
@@ -96,16 +101,17 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 	var b strings.Builder
 	env := []string{"CDCFLOW_TOPIC=" + s.Topic}
 
-	destDSN := s.DestDSN
-	if destDSN == "" {
-		pg, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Port: portOr(5433)})
-		if err != nil {
-			return nil, "", fmt.Errorf("start destination PostgreSQL: %w", err)
-		}
-		st.closers = append(st.closers, func() { pg.Close() })
-		destDSN = pg.DSN
+	// The source records commit times, so events carry them.
+	sourceDSN, err := st.postgres(ctx, s.SourceDSN, 5432, "track_commit_timestamp=on")
+	if err != nil {
+		return nil, "", fmt.Errorf("start source PostgreSQL: %w", err)
 	}
-	env = append(env, "CDCFLOW_DEST_DSN="+destDSN)
+	destDSN, err := st.postgres(ctx, s.DestDSN, 5433)
+	if err != nil {
+		return nil, "", fmt.Errorf("start destination PostgreSQL: %w", err)
+	}
+	env = append(env, "CDCFLOW_SOURCE_DSN="+sourceDSN, "CDCFLOW_DEST_DSN="+destDSN)
+	fmt.Fprintf(&b, "  source       %s\n", sourceDSN)
 	fmt.Fprintf(&b, "  destination  %s\n", destDSN)
 
 	brokers := s.Brokers
@@ -133,9 +139,35 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 	fmt.Fprintf(&b, "  temporal     %s\n  web ui       %s\n", address, ui)
 
 	banner := "\ncdcflow is running. Ctrl-C stops everything.\n\n" + b.String() +
-		"\nPublish a change event to the topic and watch the batch in the Web UI;\n" +
-		"read the destination with:\n\n  psql '" + destDSN + "' -c 'SELECT * FROM employees'\n\n"
+		"\nInsert a row on the source:\n\n" +
+		"  psql '" + sourceDSN + "' -c \"INSERT INTO employees VALUES (1, 'Ada', 'Lovelace', '1815-12-10', 'London', 5000)\"\n" +
+		"\nsee it on the destination:\n\n" +
+		"  psql '" + destDSN + "' -c 'SELECT * FROM employees'\n" +
+		"\nand its batch workflow in the Temporal Web UI.\n\n"
 	return env, banner, nil
+}
+
+// postgres returns dsn, or starts a throwaway cluster (on port if it is free)
+// and returns its DSN.
+func (st *stack) postgres(ctx context.Context, dsn string, port int, settings ...string) (string, error) {
+	if dsn != "" {
+		return dsn, nil
+	}
+	pg, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Port: portOr(port), Settings: settings})
+	if err != nil {
+		return "", err
+	}
+	st.closers = append(st.closers, func() { pg.Close() })
+	return pg.DSN, nil
+}
+
+func sourceDSN(env []string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "CDCFLOW_SOURCE_DSN="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // start runs a cdcflow program that was built beside devstack.

@@ -7,16 +7,24 @@ import (
 	"io/fs"
 )
 
-// Dest holds the destination database migrations.
+// Dest holds the destination database migrations; Source the source's.
 //
 //go:embed dest/*.sql
 var Dest embed.FS
 
+//go:embed source/*.sql
+var Source embed.FS
+
 // DestFS returns the destination migrations with the .sql files at its root.
-func DestFS() fs.FS {
-	sub, err := fs.Sub(Dest, "dest")
+func DestFS() fs.FS { return sub(Dest, "dest") }
+
+// SourceFS returns the source migrations with the .sql files at its root.
+func SourceFS() fs.FS { return sub(Source, "source") }
+
+func sub(fsys fs.FS, dir string) fs.FS {
+	s, err := fs.Sub(fsys, dir)
 	if err != nil {
-		panic(err) // the embedded path is fixed at build time
+		panic(err) // the embedded paths are fixed at build time
 	}
-	return sub
+	return s
 }

@@ -58,6 +58,57 @@ type Starter struct {
 	SessionTimeout time.Duration `envconfig:"CDCFLOW_KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout: how soon a crashed starter's partitions move to another"`
 }
 
+// Capture configures the capture program.
+type Capture struct {
+	Log
+	SourceDSN    string        `envconfig:"CDCFLOW_SOURCE_DSN" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"source PostgreSQL connection string"`
+	Tables       []string      `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated tables to capture (schema.table); each needs a primary key"`
+	Brokers      []string      `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
+	Topic        string        `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	BatchSize    int           `envconfig:"CDCFLOW_CAPTURE_BATCH" default:"5000" desc:"outbox rows published per Kafka write"`
+	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
+	ReportEvery  time.Duration `envconfig:"CDCFLOW_CAPTURE_REPORT" default:"10s" desc:"how often progress and outbox backlog are logged"`
+	Migrate      bool          `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply source migrations (outbox, trigger function) at start"`
+}
+
+// LoadCapture reads the capture program's settings.
+func LoadCapture() (Capture, error) {
+	var c Capture
+	if err := Process(&c); err != nil {
+		return c, err
+	}
+	switch {
+	case c.BatchSize < 1 || c.BatchSize > 100000:
+		return c, invalid("CDCFLOW_CAPTURE_BATCH", c.BatchSize, "want 1..100000")
+	case c.PollInterval <= 0:
+		return c, invalid("CDCFLOW_CAPTURE_POLL", c.PollInterval, "want a positive duration such as 20ms")
+	case c.ReportEvery <= 0:
+		return c, invalid("CDCFLOW_CAPTURE_REPORT", c.ReportEvery, "want a positive duration such as 10s")
+	case len(c.Brokers) == 0:
+		return c, invalid("KAFKA_BROKERS", "", "want at least one host:port")
+	case c.Topic == "":
+		return c, invalid("CDCFLOW_TOPIC", "", "want a topic name")
+	}
+	tables, err := normalizeTables(c.Tables)
+	c.Tables = tables
+	return c, err
+}
+
+func normalizeTables(tables []string) ([]string, error) {
+	if len(tables) == 0 {
+		return nil, invalid("CDCFLOW_TABLES", "", "want at least one table")
+	}
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		norm, err := event.NormalizeTable(strings.TrimSpace(t))
+		if err != nil {
+			return nil, invalid("CDCFLOW_TABLES", strings.Join(tables, ","), err.Error())
+		}
+		out[i] = norm
+	}
+	return out, nil
+}
+
 // MaxBatchBytes keeps a batch, as workflow input, well below Temporal's 2 MB
 // payload limit: the events are re-encoded with some overhead per event.
 const MaxBatchBytes = 1536 << 10
@@ -71,17 +122,9 @@ func LoadWorker() (Worker, error) {
 	if c.Activities < 1 {
 		return c, invalid("CDCFLOW_WORKER_ACTIVITIES", c.Activities, "want at least 1")
 	}
-	if len(c.Tables) == 0 {
-		return c, invalid("CDCFLOW_TABLES", "", "want at least one table")
-	}
-	for i, t := range c.Tables {
-		norm, err := event.NormalizeTable(strings.TrimSpace(t))
-		if err != nil {
-			return c, invalid("CDCFLOW_TABLES", strings.Join(c.Tables, ","), err.Error())
-		}
-		c.Tables[i] = norm
-	}
-	return c, nil
+	tables, err := normalizeTables(c.Tables)
+	c.Tables = tables
+	return c, err
 }
 
 // LoadStarter reads the starter's settings.

@@ -41,6 +41,8 @@ type PostgresOptions struct {
 	Durable bool
 	// Port to listen on; 0 picks a free one.
 	Port int
+	// Settings are extra server settings, as name=value.
+	Settings []string
 }
 
 // StartPostgres initialises and starts a cluster in a new temporary directory,
@@ -89,6 +91,9 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		"-c", "max_replication_slots=10",
 		"-c", "max_wal_senders=10",
 		"-c", "shared_buffers=256MB",
+	}
+	for _, kv := range opts.Settings {
+		p.settings = append(p.settings, "-c", kv)
 	}
 	if !opts.Durable {
 		p.settings = append(p.settings, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
