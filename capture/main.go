@@ -16,6 +16,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/capture"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
@@ -61,8 +62,8 @@ func run(ctx context.Context, args []string) error {
 		Balancer:     &kafka.Hash{}, // all changes of a row share a partition
 		RequiredAcks: kafka.RequireAll,
 		BatchSize:    cfg.BatchSize,
-		BatchBytes:   16 << 20,
-		BatchTimeout: time.Millisecond, // capture hands over whole batches
+		BatchBytes:   event.MaxEventBytes + 64<<10, // below the topic's max.message.bytes (2 MiB)
+		BatchTimeout: time.Millisecond,             // capture hands over whole batches
 	}
 	defer writer.Close()
 

@@ -44,7 +44,7 @@ func binary(t testing.TB, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binaries.dir+"/", "./worker", "./starter")
+		cmd := exec.Command("go", "build", "-o", binaries.dir+"/", "./worker", "./starter", "./capture", "./devstack")
 		cmd.Dir = moduleRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binaries.err = fmt.Errorf("go build: %v\n%s", err, out)
@@ -74,6 +74,7 @@ type pipeline struct {
 	topic     string
 	taskQueue string
 	dest      *pgxpool.Pool
+	source    *pgxpool.Pool // nil until withSource
 	temporal  client.Client
 }
 
@@ -108,6 +109,19 @@ func newPipeline(t testing.TB) *pipeline {
 	}
 	t.Cleanup(p.dest.Close)
 	return p
+}
+
+// withSource adds a source database; capture (started by the test) migrates
+// it and installs the triggers.
+func (p *pipeline) withSource() {
+	p.t.Helper()
+	dsn := testenv.NewDatabase(p.t, "source")
+	p.env["CDCFLOW_SOURCE_DSN"] = dsn
+	var err error
+	if p.source, err = db.Open(context.Background(), dsn, nil); err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(p.source.Close)
 }
 
 // proc is a running cdcflow program.

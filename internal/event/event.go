@@ -23,7 +23,7 @@ const (
 
 // MaxEventBytes bounds one encoded event. A bigger change cannot travel in a
 // batch below Temporal's 2 MB payload limit, so it is rejected at decode time.
-const MaxEventBytes = 1 << 20
+const MaxEventBytes = 1536 << 10
 
 // CurrentSchemaVersion is the envelope version this build writes.
 const CurrentSchemaVersion = 1

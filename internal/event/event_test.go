@@ -89,7 +89,7 @@ func TestDecodeRejects(t *testing.T) {
 		{"missing schema_version", repl(`,"schema_version":1`, ``), "schema_version: missing"},
 		{"future schema_version", repl(`"schema_version":1`, `"schema_version":2`), "schema_version: unsupported version 2"},
 		{"zero schema_version", repl(`"schema_version":1`, `"schema_version":0`), "schema_version: want a positive 64-bit integer, got 0"},
-		{"oversized", `{"action_id":1,"pad":"` + strings.Repeat("x", MaxEventBytes) + `"}`, "limit is 1048576"},
+		{"oversized", `{"action_id":1,"pad":"` + strings.Repeat("x", MaxEventBytes) + `"}`, "limit is 1572864"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

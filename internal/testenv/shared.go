@@ -49,7 +49,7 @@ func PG(t testing.TB) *Postgres {
 		shared.pg = ExternalPostgres(dsn)
 		return shared.pg
 	}
-	pg, err := StartPostgres(context.Background(), PostgresOptions{})
+	pg, err := StartPostgres(context.Background(), PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
 	if err != nil {
 		t.Fatalf("start PostgreSQL: %v", err)
 	}

@@ -118,7 +118,7 @@ func Produce(ctx context.Context, brokers []string, topic string, events []event
 		Balancer:     &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll,
 		BatchSize:    1000,
-		BatchBytes:   16 << 20,
+		BatchBytes:   event.MaxEventBytes + 64<<10, // below the topic's max.message.bytes (2 MiB)
 		BatchTimeout: 5 * time.Millisecond,
 	}
 	defer w.Close()
