@@ -14,7 +14,7 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
 
-.PHONY: all build test lint bench bench-apply fuzz run tools clean
+.PHONY: all build test lint bench bench-apply bench-e2e fuzz run tools clean
 
 all: build
 
@@ -54,7 +54,11 @@ bench-apply: tools
 	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m .
 
 ## bench: all benchmarks
-bench: bench-apply
+bench: bench-apply bench-e2e
+
+## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, trigger overhead
+bench-e2e: tools
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m .
 
 ## fuzz: fuzz the change-event decoder for a minute
 fuzz:

@@ -19,6 +19,10 @@ type BatchApplier interface {
 	Apply(ctx context.Context, events []event.Event) (applier.Result, error)
 }
 
+// ApplyBatchName is the registered name of Apply.ApplyBatch; workflows run it
+// as a local activity by this name.
+const ApplyBatchName = "ApplyBatch"
+
 // Apply applies batches of change events to the destination.
 type Apply struct {
 	Applier BatchApplier

@@ -57,6 +57,7 @@ const stagingDDL = `CREATE TEMP TABLE IF NOT EXISTS cdcflow_batch (
 	op        text    NOT NULL,
 	key       jsonb   NOT NULL,
 	after     jsonb,
+	committed timestamptz,
 	won       boolean NOT NULL DEFAULT false
 ) ON COMMIT DELETE ROWS`
 
@@ -104,7 +105,7 @@ func (a *Applier) Apply(ctx context.Context, events []event.Event) (Result, erro
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_batch"},
-		[]string{"action_id", "tbl", "op", "key", "after"}, stagingRows(events)); err != nil {
+		[]string{"action_id", "tbl", "op", "key", "after", "committed"}, stagingRows(events)); err != nil {
 		return Result{}, fmt.Errorf("stage batch: %w", classify(err))
 	}
 
@@ -147,8 +148,8 @@ func (a *Applier) Apply(ctx context.Context, events []event.Event) (Result, erro
 // version; those winners are marked in the staging table. Winners are locked
 // in key order so that concurrent batches wait rather than deadlock.
 const recordSQL = `WITH fresh AS (
-	INSERT INTO cdcflow.processed_events (action_id)
-	SELECT action_id FROM cdcflow_batch ORDER BY action_id
+	INSERT INTO cdcflow.processed_events (action_id, source_committed_at)
+	SELECT action_id, committed FROM cdcflow_batch ORDER BY action_id
 	ON CONFLICT DO NOTHING
 	RETURNING action_id
 ), latest AS (
@@ -281,7 +282,7 @@ func stagingRows(events []event.Event) pgx.CopyFromSource {
 		if ev.After != nil {
 			after = string(ev.After)
 		}
-		return []any{ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after}, nil
+		return []any{ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after, ev.CommitTime}, nil
 	})
 }
 

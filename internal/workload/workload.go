@@ -138,3 +138,46 @@ func Produce(ctx context.Context, brokers []string, topic string, events []event
 	}
 	return nil
 }
+
+// Statement returns the SQL that makes ev's change to the employees table.
+func Statement(ev event.Event) (string, []any, error) {
+	var key struct {
+		EmpID int `json:"emp_id"`
+	}
+	if err := json.Unmarshal(ev.Key, &key); err != nil {
+		return "", nil, err
+	}
+	if ev.Op == event.OpDelete {
+		return `DELETE FROM employees WHERE emp_id = $1`, []any{key.EmpID}, nil
+	}
+	var e Employee
+	if err := json.Unmarshal(ev.After, &e); err != nil {
+		return "", nil, err
+	}
+	args := []any{e.EmpID, e.FirstName, e.LastName, e.DOB, e.City, e.Salary}
+	if ev.Op == event.OpInsert {
+		return `INSERT INTO employees VALUES ($1, $2, $3, $4, $5, $6)`, args, nil
+	}
+	return `UPDATE employees SET first_name = $2, last_name = $3, dob = $4, city = $5, salary = $6 WHERE emp_id = $1`, args, nil
+}
+
+// Shift returns copies of events on other keys (emp_id + keyOffset), so that
+// a second run does not touch the rows of the first.
+func Shift(events []event.Event, keyOffset int) []event.Event {
+	out := make([]event.Event, len(events))
+	for i, ev := range events {
+		var key struct {
+			EmpID int `json:"emp_id"`
+		}
+		_ = json.Unmarshal(ev.Key, &key)
+		ev.Key = json.RawMessage(fmt.Sprintf(`{"emp_id":%d}`, key.EmpID+keyOffset))
+		if ev.After != nil {
+			var e Employee
+			_ = json.Unmarshal(ev.After, &e)
+			e.EmpID += keyOffset
+			ev.After, _ = json.Marshal(e)
+		}
+		out[i] = ev
+	}
+	return out
+}

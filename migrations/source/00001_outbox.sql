@@ -32,13 +32,23 @@ DECLARE
     new_key jsonb;
     old_key jsonb;
 BEGIN
+    -- Most keys have one column; building those directly avoids running a
+    -- query per row.
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        SELECT jsonb_object_agg(c, new_row -> c) INTO new_key FROM unnest(TG_ARGV) AS c;
+        IF TG_NARGS = 1 THEN
+            new_key := jsonb_build_object(TG_ARGV[0], new_row -> TG_ARGV[0]);
+        ELSE
+            SELECT jsonb_object_agg(c, new_row -> c) INTO new_key FROM unnest(TG_ARGV) AS c;
+        END IF;
     END IF;
     IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
-        SELECT jsonb_object_agg(c, old_row -> c) INTO old_key FROM unnest(TG_ARGV) AS c;
+        IF TG_NARGS = 1 THEN
+            old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
+        ELSE
+            SELECT jsonb_object_agg(c, old_row -> c) INTO old_key FROM unnest(TG_ARGV) AS c;
+        END IF;
     END IF;
 
     IF TG_OP = 'INSERT' THEN
