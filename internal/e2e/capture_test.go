@@ -92,7 +92,19 @@ func TestSourceToDestination(t *testing.T) {
 	if captured < changes {
 		t.Fatalf("%d changes applied, want at least %d", captured, changes)
 	}
-	t.Logf("%d committed changes applied", captured)
+	// Per row, Kafka holds the changes in action_id order.
+	events := 0
+	for part, evs := range p.readTopic(func(evs []event.Event) bool { return len(evs) >= captured }) {
+		last := map[string]int64{}
+		for _, ev := range evs {
+			events++
+			if ev.ActionID <= last[string(ev.Key)] {
+				t.Fatalf("partition %d: key %s has action_id %d after %d", part, ev.Key, ev.ActionID, last[string(ev.Key)])
+			}
+			last[string(ev.Key)] = ev.ActionID
+		}
+	}
+	t.Logf("%d committed changes applied; %d events in Kafka, in action_id order per row", captured, events)
 }
 
 // writeTx runs one transaction of one to four changes and returns how many

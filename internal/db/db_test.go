@@ -1,0 +1,62 @@
+package db_test
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/migrations"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// TestMigrationsAreIdempotent applies each set of migrations twice: the
+// second run changes nothing and fails on nothing.
+func TestMigrationsAreIdempotent(t *testing.T) {
+	ctx := context.Background()
+	for _, set := range []struct {
+		name   string
+		tables int // tables in schema cdcflow after migrating, version table included
+	}{{"dest", 3}, {"source", 2}} {
+		t.Run(set.name, func(t *testing.T) {
+			dsn := testenv.NewDatabase(t, "migrate")
+			fsys := migrations.DestFS()
+			if set.name == "source" {
+				fsys = migrations.SourceFS()
+			}
+			for range 2 {
+				if err := db.Migrate(ctx, dsn, fsys); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pool, err := db.Open(ctx, dsn, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			var tables, applied, employees int
+			err = pool.QueryRow(ctx, `SELECT
+				(SELECT count(*) FROM pg_tables WHERE schemaname = 'cdcflow'),
+				(SELECT count(*) FROM cdcflow.schema_migrations WHERE version_id > 0),
+				(SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'employees')`).Scan(&tables, &applied, &employees)
+			if err != nil {
+				t.Fatal(err)
+			}
+			entries, _ := fsDir(set.name)
+			if tables != set.tables || applied != entries || employees != 1 {
+				t.Fatalf("%d cdcflow tables (want %d), %d migrations recorded (want %d), employees %d",
+					tables, set.tables, applied, entries, employees)
+			}
+		})
+	}
+}
+
+func fsDir(name string) (int, error) {
+	entries, err := migrations.Dest.ReadDir("dest")
+	if name == "source" {
+		entries, err = migrations.Source.ReadDir("source")
+	}
+	return len(entries), err
+}
