@@ -4,11 +4,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -20,17 +17,7 @@ import (
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "capture:", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Main("capture", run) }
 
 func run(ctx context.Context, args []string) error {
 	var cfg config.Capture

@@ -4,31 +4,14 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
-
-	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/poller"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "starter:", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Main("starter", run) }
 
 func run(ctx context.Context, args []string) error {
 	var cfg config.Starter
@@ -44,14 +27,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	tc, err := client.DialContext(ctx, client.Options{
-		HostPort:      cfg.Address,
-		Namespace:     cfg.Namespace,
-		Logger:        tlog.NewStructuredLogger(log),
-		DataConverter: temporalx.DataConverter(),
-	})
+	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
 	if err != nil {
-		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)
+		return err
 	}
 	defer tc.Close()
 

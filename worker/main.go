@@ -4,14 +4,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"go.temporal.io/sdk/client"
-	tlog "go.temporal.io/sdk/log"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdcflow/cdcflow/activities"
@@ -23,17 +18,7 @@ import (
 	"github.com/cdcflow/cdcflow/workflows"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:]); err != nil {
-		if errors.Is(err, config.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "worker:", err)
-		os.Exit(1)
-	}
-}
+func main() { config.Main("worker", run) }
 
 func run(ctx context.Context, args []string) error {
 	var cfg config.Worker
@@ -64,14 +49,9 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	tc, err := client.DialContext(ctx, client.Options{
-		HostPort:      cfg.Address,
-		Namespace:     cfg.Namespace,
-		Logger:        tlog.NewStructuredLogger(log),
-		DataConverter: temporalx.DataConverter(),
-	})
+	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
 	if err != nil {
-		return fmt.Errorf("connect to Temporal at %s: %w", cfg.Address, err)
+		return err
 	}
 	defer tc.Close()
 

@@ -3,10 +3,15 @@ package temporalx
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
 
 	"github.com/klauspost/compress/zlib"
 	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	tlog "go.temporal.io/sdk/log"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -96,4 +101,18 @@ func (largePayloadCodec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Paylo
 
 func (largePayloadCodec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
 	return sdkZlib.Decode(payloads)
+}
+
+// Dial connects to Temporal with cdcflow's data converter, logging through log.
+func Dial(ctx context.Context, address, namespace string, log *slog.Logger) (client.Client, error) {
+	c, err := client.DialContext(ctx, client.Options{
+		HostPort:      address,
+		Namespace:     namespace,
+		Logger:        tlog.NewStructuredLogger(log),
+		DataConverter: DataConverter(),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s: %w", address, err)
+	}
+	return c, nil
 }
