@@ -1,10 +1,10 @@
 // Package activities holds cdcflow's Temporal activities. Each activity struct
-// keeps its dependencies as fields; workflows refer to the methods through a
-// nil pointer of the struct.
+// keeps its dependencies as fields; workflows run them by registered name.
 package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"go.temporal.io/sdk/activity"
@@ -14,39 +14,114 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
-// BatchApplier is what the apply activity needs from the destination.
+// Registered names of the activities; workflows run them as local
+// activities by these names.
+const (
+	ApplyBatchName  = "ApplyBatch"
+	ReplayEventName = "ReplayEvent"
+	ParkName        = "Park"
+	SettleName      = "Settle"
+)
+
+// BatchApplier is what the apply activities need from the destination.
 type BatchApplier interface {
 	Apply(ctx context.Context, events []event.Event) (applier.Result, error)
+	ApplyIsolating(ctx context.Context, events []event.Event) (applier.Result, []applier.Failure, error)
 }
-
-// ApplyBatchName is the registered name of Apply.ApplyBatch; workflows run it
-// as a local activity by this name.
-const ApplyBatchName = "ApplyBatch"
 
 // Apply applies batches of change events to the destination.
 type Apply struct {
 	Applier BatchApplier
 }
 
-// ApplyBatch applies the whole batch, in offset order, in one destination
-// transaction. A
-// permanent failure is returned as a non-retryable application error whose
-// type is one of the applier.ErrType constants; anything else is retried by
-// Temporal with the workflow's retry policy.
-func (a *Apply) ApplyBatch(ctx context.Context, batch event.Batch) (applier.Result, error) {
-	events, err := batch.Decode()
+// FailedEvent is an event of a batch that failed for a permanent reason.
+type FailedEvent struct {
+	applier.Failure
+	Message json.RawMessage `json:"message"` // the encoded event
+}
+
+// ApplyOutcome is what ApplyBatch did.
+type ApplyOutcome struct {
+	applier.Result
+	Failed []FailedEvent `json:"failed,omitempty"`
+}
+
+// ApplyBatch applies the batch (or, when only is not empty, the events at
+// those positions), in order, in one destination transaction. When that
+// fails for a permanent reason it applies every event but the ones at fault
+// and reports those as failed. Transient failures are returned as errors and
+// retried by Temporal with the workflow's retry policy.
+func (a *Apply) ApplyBatch(ctx context.Context, batch event.Batch, only []int) (ApplyOutcome, error) {
+	raws, err := batch.Elements()
+	if err != nil {
+		return ApplyOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
+	}
+	if len(only) == 0 {
+		only = make([]int, len(raws))
+		for i := range only {
+			only[i] = i
+		}
+	}
+	events := make([]event.Event, len(only))
+	for i, j := range only {
+		if j < 0 || j >= len(raws) {
+			return ApplyOutcome{}, temporal.NewNonRetryableApplicationError("event index out of range", applier.ErrTypeInvalidEvent, nil)
+		}
+		if events[i], err = event.Decode(raws[j]); err != nil {
+			return ApplyOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
+		}
+	}
+	res, failed, err := a.Applier.ApplyIsolating(ctx, events)
+	if err != nil {
+		info := activity.GetInfo(ctx)
+		activity.GetLogger(ctx).Warn("apply batch failed, will retry", "attempt", info.Attempt, "error", err)
+		return ApplyOutcome{}, err
+	}
+	out := ApplyOutcome{Result: res}
+	for _, f := range failed {
+		f.Index = only[f.Index] // position in the whole batch
+		out.Failed = append(out.Failed, FailedEvent{Failure: f, Message: raws[f.Index]})
+	}
+	return out, nil
+}
+
+// ReplayRequest asks to apply one parked change again.
+type ReplayRequest struct {
+	Message json.RawMessage `json:"message"`         // the encoded event
+	After   json.RawMessage `json:"after,omitempty"` // a corrected row image
+}
+
+// ReplayEvent applies one parked change, with its row image replaced by a
+// corrected one when given. It is subject to the same idempotency and version
+// guard as any change: a replay of an event already applied is a duplicate,
+// and one older than the row's current version is superseded.
+func (a *Apply) ReplayEvent(ctx context.Context, req ReplayRequest) (applier.Result, error) {
+	ev, err := event.Decode(req.Message)
 	if err != nil {
 		return applier.Result{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
 	}
-	res, err := a.Applier.Apply(ctx, events)
-	if err == nil {
-		return res, nil
+	if req.After != nil {
+		if ev, err = withAfter(ev, req.After); err != nil {
+			return applier.Result{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
+		}
 	}
+	res, err := a.Applier.Apply(ctx, []event.Event{ev})
 	var perm *applier.PermanentError
 	if errors.As(err, &perm) {
 		return applier.Result{}, temporal.NewNonRetryableApplicationError(perm.Error(), perm.Type, nil, perm.ActionID)
 	}
-	info := activity.GetInfo(ctx)
-	activity.GetLogger(ctx).Warn("apply batch failed, will retry", "attempt", info.Attempt, "error", err)
-	return applier.Result{}, err
+	return res, err
+}
+
+// withAfter replaces the row image of ev, checking it as a decoded event is.
+func withAfter(ev event.Event, after json.RawMessage) (event.Event, error) {
+	if ev.Op == event.OpDelete {
+		return ev, errors.New("a delete has no row image to correct")
+	}
+	ev.After = after
+	b, err := event.Encode(ev)
+	if err != nil {
+		return ev, err
+	}
+	return event.Decode(b)
 }

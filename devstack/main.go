@@ -21,6 +21,7 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/workflows"
 )
 
 func main() {
@@ -118,7 +119,8 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 
 	address, ui := s.Temporal, "(external: see your Temporal Web UI)"
 	if address == "" {
-		t, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{Port: portOr(7233), UI: true, UIPort: portOr(8233)})
+		t, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{Port: portOr(7233), UI: true, UIPort: portOr(8233),
+			SearchAttributes: workflows.SearchAttributes})
 		if err != nil {
 			return nil, "", fmt.Errorf("start Temporal dev server: %w", err)
 		}

@@ -43,6 +43,7 @@ func run(ctx context.Context, args []string) error {
 		MaxWait:        cfg.BatchMaxWait,
 		MaxInFlight:    cfg.MaxInFlight,
 		SessionTimeout: cfg.SessionTimeout,
+		MaxAttempts:    cfg.MaxAttempts,
 	}, tc, log)
 	log.Info("starter started", "topic", cfg.Topic, "group", cfg.GroupID, "brokers", cfg.Brokers)
 	err = p.Run(ctx)

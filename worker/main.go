@@ -6,13 +6,16 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
+	"github.com/segmentio/kafka-go"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/migrations"
 	"github.com/cdcflow/cdcflow/workflows"
@@ -59,11 +62,19 @@ func run(ctx context.Context, args []string) error {
 		MaxConcurrentActivityExecutionSize: cfg.Activities,
 	})
 	workflows.Register(w)
+	dlq := &kafka.Writer{
+		Addr:         kafka.TCP(cfg.Brokers...),
+		RequiredAcks: kafka.RequireAll,
+		BatchTimeout: time.Millisecond, // one dead letter at a time
+		BatchBytes:   event.MaxEventBytes + 64<<10,
+	}
+	defer dlq.Close()
 	w.RegisterActivity(&activities.Apply{Applier: apl})
+	w.RegisterActivity(&activities.DeadLetters{Pool: pool, Publisher: dlq, Topic: cfg.DLQTopic})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
-	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables)
+	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables, "dlq_topic", cfg.DLQTopic)
 	<-ctx.Done()
 	w.Stop()
 	log.Info("worker stopped")

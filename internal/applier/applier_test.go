@@ -381,3 +381,37 @@ func withAfter(ev event.Event, after string) event.Event {
 	return ev
 }
 func withKey(ev event.Event, key string) event.Event { ev.Key = json.RawMessage(key); return ev }
+
+func TestApplyIsolatingSetsAsideBadEvents(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `ALTER TABLE employees ADD CONSTRAINT salary_positive CHECK (salary >= 0)`)
+	var evs []event.Event
+	for i := 1; i <= 100; i++ {
+		evs = append(evs, emp(int64(i), event.OpInsert, i, "Ada", "Oslo", i))
+	}
+	evs[10] = emp(11, event.OpInsert, 11, "Bad", "Oslo", -5) // violates the CHECK constraint
+	evs[40].Table = "public.payroll"                         // not on the allowlist
+	evs[70] = withAfter(evs[70], `{"emp_id":71,"nickname":"x"}`)
+	res, failed, err := d.apl.ApplyIsolating(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Applied != 97 {
+		t.Fatalf("result %+v, want 97 applied", res)
+	}
+	want := map[int64]string{11: applier.ErrTypeConstraint, 41: applier.ErrTypeTableNotAllowed, 71: applier.ErrTypeUnknownColumn}
+	if len(failed) != 3 {
+		t.Fatalf("failed %+v, want 3", failed)
+	}
+	for _, f := range failed {
+		if want[f.ActionID] != f.Class || evs[f.Index].ActionID != f.ActionID || f.Error == "" {
+			t.Fatalf("failure %+v, want class %s", f, want[f.ActionID])
+		}
+	}
+	if n := d.count(t, `SELECT count(*) FROM employees`); n != 97 {
+		t.Fatalf("%d rows, want 97", n)
+	}
+	if n := d.count(t, `SELECT count(*) FROM cdcflow.processed_events WHERE action_id IN (11, 41, 71)`); n != 0 {
+		t.Fatalf("failed events were recorded as processed")
+	}
+}

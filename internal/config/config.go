@@ -40,8 +40,11 @@ type Worker struct {
 	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
 	Tables  []string `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated allowlist of tables to replicate (schema.table)"`
 	// Activities bounds concurrent apply activities, and so destination connections.
-	Activities int  `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
-	Migrate    bool `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
+	Activities int      `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
+	Migrate    bool     `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
+	Brokers    []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers (for the dead-letter topic)"`
+	Topic      string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	DLQTopic   string   `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
 }
 
 // Starter configures the starter binary.
@@ -55,6 +58,7 @@ type Starter struct {
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
+	MaxAttempts    int           `envconfig:"CDCFLOW_MAX_ATTEMPTS" default:"3" desc:"tries of a change failing for a permanent reason before it is dead-lettered"`
 	SessionTimeout time.Duration `envconfig:"CDCFLOW_KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout: how soon a crashed starter's partitions move to another"`
 }
 
@@ -122,6 +126,12 @@ func LoadWorker() (Worker, error) {
 	if c.Activities < 1 {
 		return c, invalid("CDCFLOW_WORKER_ACTIVITIES", c.Activities, "want at least 1")
 	}
+	if len(c.Brokers) == 0 {
+		return c, invalid("KAFKA_BROKERS", "", "want at least one host:port")
+	}
+	if c.DLQTopic == "" {
+		c.DLQTopic = c.Topic + "_dlq"
+	}
 	tables, err := normalizeTables(c.Tables)
 	c.Tables = tables
 	return c, err
@@ -142,6 +152,8 @@ func LoadStarter() (Starter, error) {
 		return c, invalid("CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, "want a positive duration such as 200ms")
 	case c.SessionTimeout < time.Second:
 		return c, invalid("CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, "want at least 1s")
+	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
+		return c, invalid("CDCFLOW_MAX_ATTEMPTS", c.MaxAttempts, "want 1..100")
 	case c.MaxInFlight < 1:
 		return c, invalid("CDCFLOW_MAX_IN_FLIGHT", c.MaxInFlight, "want at least 1")
 	case len(c.Brokers) == 0:

@@ -243,9 +243,9 @@ func NewBatch(encoded [][]byte) Batch {
 
 // Decode decodes and validates every event of the batch.
 func (b Batch) Decode() ([]Event, error) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(b, &raws); err != nil {
-		return nil, fmt.Errorf("decode batch: %w", err)
+	raws, err := b.Elements()
+	if err != nil {
+		return nil, err
 	}
 	events := make([]Event, len(raws))
 	for i, raw := range raws {
@@ -256,4 +256,13 @@ func (b Batch) Decode() ([]Event, error) {
 		events[i] = ev
 	}
 	return events, nil
+}
+
+// Elements returns the encoded events of the batch, undecoded.
+func (b Batch) Elements() ([]json.RawMessage, error) {
+	var raws []json.RawMessage
+	if err := json.Unmarshal(b, &raws); err != nil {
+		return nil, fmt.Errorf("decode batch: %w", err)
+	}
+	return raws, nil
 }

@@ -36,6 +36,7 @@ type Config struct {
 	MaxInFlight int           // running workflows per partition before fetching pauses
 
 	SessionTimeout time.Duration // consumer group session and rebalance timeout
+	MaxAttempts    int           // tries of a permanently failing change before it is dead-lettered
 
 	// StartGrace is how long a workflow start that is under way when the
 	// poller is stopped may take to finish and commit.
@@ -284,12 +285,15 @@ func (p *Poller) batchInput(partition int, msgs []kafka.Message) (workflows.Batc
 		Partition:   partition,
 		FirstOffset: msgs[0].Offset,
 		LastOffset:  msgs[len(msgs)-1].Offset,
+		MaxAttempts: p.cfg.MaxAttempts,
+		Offsets:     make([]int64, 0, len(msgs)),
 	}
 	good := make([][]byte, 0, len(msgs))
 	for _, m := range msgs {
 		_, err := event.Decode(m.Value)
 		if err == nil {
 			good = append(good, m.Value)
+			in.Offsets = append(in.Offsets, m.Offset)
 			continue
 		}
 		value := m.Value

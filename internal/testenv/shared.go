@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cdcflow/cdcflow/workflows"
 )
 
 // Services a test binary shares, started on first use and stopped by Main.
@@ -82,7 +84,7 @@ func TemporalServer(t testing.TB) *Temporal {
 		shared.temporal = &Temporal{Address: addr, Namespace: "default"}
 		return shared.temporal
 	}
-	tmp, err := StartTemporal(context.Background(), TemporalOptions{})
+	tmp, err := StartTemporal(context.Background(), TemporalOptions{SearchAttributes: workflows.SearchAttributes})
 	if err != nil {
 		t.Fatalf("start Temporal: %v", err)
 	}

@@ -1,0 +1,29 @@
+-- Changes that could not be applied, parked for a person to replay or
+-- discard. One row per parked change; id is the DeadLetter workflow's ID.
+
+-- +goose Up
+CREATE TABLE cdcflow.dead_letters (
+    id                text        PRIMARY KEY,
+    action_id         bigint,                 -- NULL for a message that did not decode
+    topic             text        NOT NULL,
+    kafka_partition   integer     NOT NULL,
+    kafka_offset      bigint      NOT NULL,
+    table_name        text,
+    error_class       text        NOT NULL,
+    error             text        NOT NULL,
+    attempts          integer     NOT NULL,
+    first_failed_at   timestamptz NOT NULL,
+    last_failed_at    timestamptz NOT NULL,
+    batch_workflow_id text        NOT NULL,
+    batch_run_id      text        NOT NULL,
+    message           bytea       NOT NULL,   -- the Kafka message value as received
+    published_at      timestamptz,            -- when it reached the DLQ topic
+    status            text        NOT NULL DEFAULT 'parked' CHECK (status IN ('parked', 'replayed', 'discarded')),
+    decided_at        timestamptz,
+    decision          text,                   -- the discard reason, or what the replay did
+    created_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX dead_letters_parked ON cdcflow.dead_letters (created_at) WHERE status = 'parked';
+
+-- +goose Down
+DROP TABLE cdcflow.dead_letters;
