@@ -66,7 +66,10 @@ func run(ctx context.Context, args []string) error {
 		Addr:         kafka.TCP(cfg.Brokers...),
 		RequiredAcks: kafka.RequireAll,
 		BatchTimeout: time.Millisecond, // one dead letter at a time
-		BatchBytes:   event.MaxEventBytes + 64<<10,
+		// The DLQ topic should be created with the change topic; where the
+		// broker allows it, the first dead letter creates it.
+		AllowAutoTopicCreation: true,
+		BatchBytes:             event.MaxEventBytes + 64<<10,
 	}
 	defer dlq.Close()
 	w.RegisterActivity(&activities.Apply{Applier: apl})

@@ -85,7 +85,11 @@ var ApplyRetryPolicy = &temporal.RetryPolicy{
 func localActivities(ctx workflow.Context) workflow.Context {
 	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
 		StartToCloseTimeout: 2 * time.Minute,
-		RetryPolicy:         ApplyRetryPolicy,
+		// Without it the SDK would stop retrying after StartToCloseTimeout:
+		// transient failures (a destination down for hours) retry until
+		// they pass.
+		ScheduleToCloseTimeout: 10 * 365 * 24 * time.Hour,
+		RetryPolicy:            ApplyRetryPolicy,
 	})
 }
 

@@ -10,7 +10,8 @@ import (
 )
 
 // TestReplayRecordedHistories replays histories recorded from a real server
-// (go test ./internal/e2e -run Undecodable -update-histories rewrites them).
+// (go test ./internal/e2e -run TestDeadLetters -update-histories rewrites the
+// current ones; the v0 ones are from before dead letters and stay as they are).
 // A change to ApplyBatch that alters its commands for these inputs fails
 // here: put such changes behind workflow.GetVersion.
 func TestReplayRecordedHistories(t *testing.T) {

@@ -250,7 +250,7 @@ func (p *pipeline) summaries(events int) map[string]workflows.BatchSummary {
 		open := 0
 		for {
 			resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-				Query:         fmt.Sprintf("TaskQueue = '%s'", p.taskQueue),
+				Query:         fmt.Sprintf("TaskQueue = '%s' AND WorkflowType = '%s'", p.taskQueue, workflows.ApplyBatchName),
 				NextPageToken: token,
 			})
 			if err != nil {

@@ -1,0 +1,361 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/cdcflow/cdcflow/activities"
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/migrations"
+	"github.com/cdcflow/cdcflow/workflows"
+)
+
+func insertEvent(id, empID, salary int, table string) string {
+	return fmt.Sprintf(`{"action_id":%d,"table":%q,"op":"insert","key":{"emp_id":%d},`+
+		`"after":{"emp_id":%d,"first_name":"E%d","last_name":"L","dob":"1990-01-02","city":"Oslo","salary":%d},`+
+		`"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`, id, table, empID, empID, id, salary)
+}
+
+func updateEvent(id, empID, salary int) string {
+	return strings.Replace(insertEvent(id, empID, salary, "public.employees"), `"op":"insert"`, `"op":"update"`, 1)
+}
+
+// temporalCLI runs the real temporal CLI against the pipeline's server.
+func (p *pipeline) temporalCLI(args ...string) (string, error) {
+	bin, err := testenv.TemporalBinary()
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	args = append(args, "--address", p.env["TEMPORAL_ADDRESS"], "--namespace", p.env["TEMPORAL_NAMESPACE"])
+	out, err := exec.Command(bin, args...).CombinedOutput()
+	return string(out), err
+}
+
+type deadLetterRow struct {
+	class, status, decision string
+	offset                  int64
+}
+
+func (p *pipeline) deadLetters() map[string]deadLetterRow {
+	p.t.Helper()
+	rows, err := p.dest.Query(context.Background(),
+		`SELECT id, error_class, status, coalesce(decision, ''), kafka_offset FROM cdcflow.dead_letters`)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	out := map[string]deadLetterRow{}
+	for rows.Next() {
+		var id string
+		var r deadLetterRow
+		if err := rows.Scan(&id, &r.class, &r.status, &r.decision, &r.offset); err != nil {
+			p.t.Fatal(err)
+		}
+		out[id] = r
+	}
+	return out
+}
+
+func (p *pipeline) waitDeadLetter(id, status string) deadLetterRow {
+	p.t.Helper()
+	var row deadLetterRow
+	eventually(p.t, 2*time.Minute, "dead letter "+id+" "+status, func() (bool, string) {
+		var ok bool
+		row, ok = p.deadLetters()[id]
+		return ok && row.status == status, fmt.Sprintf("%+v", row)
+	})
+	return row
+}
+
+func (p *pipeline) salary(empID int) int {
+	p.t.Helper()
+	var s int
+	if err := p.dest.QueryRow(context.Background(), `SELECT salary FROM employees WHERE emp_id = $1`, empID).Scan(&s); err != nil {
+		return -999999
+	}
+	return s
+}
+
+// TestDeadLetters: a batch of 1,000 with 3 poison events is applied but for
+// those, which are parked with their error class in the DLQ topic, the
+// dead_letters table and a DeadLetter workflow each; then people decide with
+// the temporal CLI and the SDK.
+func TestDeadLetters(t *testing.T) {
+	p := newPipeline(t)
+	ctx := context.Background()
+	if err := db.Migrate(ctx, p.env["CDCFLOW_DEST_DSN"], migrations.DestFS()); err != nil {
+		t.Fatal(err)
+	}
+	const check = `ALTER TABLE employees ADD CONSTRAINT salary_not_negative CHECK (salary >= 0) NOT VALID`
+	if _, err := p.dest.Exec(ctx, check); err != nil {
+		t.Fatal(err)
+	}
+	p.start("worker")
+	p.start("starter", "CDCFLOW_BATCH_MAX_EVENTS=1000", "CDCFLOW_BATCH_MAX_WAIT=3s")
+
+	values := make([]string, 1000)
+	for i := range values {
+		values[i] = insertEvent(i+1, i+1, 1000+i, "public.employees")
+	}
+	values[100] = `{"action_id":101,"table":"public.employees","op":` // malformed JSON
+	values[500] = insertEvent(501, 501, -1, "public.employees")     // violates the destination's CHECK
+	values[900] = insertEvent(901, 901, 1, "public.payroll")        // not on the allowlist
+	p.produceRaw(values...)
+
+	p.waitApplied(997)
+	sums := p.summaries(1000)
+	tot := total(sums)
+	if len(sums) != 1 || tot.Applied != 997 || tot.Failed != 3 {
+		t.Fatalf("%d batches adding up to %+v, want one batch with 997 applied and 3 failed", len(sums), tot)
+	}
+	poisonID := fmt.Sprintf("dlq-%s-0-100", p.topic)
+	want := map[string]deadLetterRow{
+		poisonID:  {class: applier.ErrTypeInvalidEvent, status: "parked", offset: 100},
+		"dlq-501": {class: applier.ErrTypeConstraint, status: "parked", offset: 500},
+		"dlq-901": {class: applier.ErrTypeTableNotAllowed, status: "parked", offset: 900},
+	}
+	if got := p.deadLetters(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("dead_letters %v, want %v", got, want)
+	}
+	var batchID string
+	for id := range sums {
+		batchID = id
+	}
+	p.checkDLQTopic(batchID, map[int64]string{100: poisonID, 500: "dlq-501", 900: "dlq-901"})
+
+	// The parked changes are found by their search attributes.
+	eventually(t, time.Minute, "the constraint violation listed by search attributes", func() (bool, string) {
+		resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "CdcStatus = 'parked' AND CdcErrorClass = 'ConstraintViolation' AND CdcTable = 'public.employees'"})
+		if err != nil {
+			return false, err.Error()
+		}
+		ids := []string{}
+		for _, ex := range resp.Executions {
+			ids = append(ids, ex.Execution.WorkflowId)
+		}
+		return len(ids) == 1 && ids[0] == "dlq-501", fmt.Sprint(ids)
+	})
+
+	// Query the status with the CLI: the documented shape.
+	out, err := p.temporalCLI("workflow", "query", "--workflow-id", "dlq-901", "--type", workflows.QueryStatus, "--output", "json")
+	if err != nil {
+		t.Fatalf("temporal workflow query: %v\n%s", err, out)
+	}
+	var st workflows.DeadLetterStatus
+	if err := json.Unmarshal([]byte(queryResult(t, out)), &st); err != nil {
+		t.Fatalf("query result %s: %v", out, err)
+	}
+	if st.ID != "dlq-901" || st.State != "parked" || st.ActionID != 901 || st.Table != "public.payroll" ||
+		st.ErrorClass != applier.ErrTypeTableNotAllowed || st.Attempts != 3 || st.Offset != 900 ||
+		!strings.Contains(st.Error, "not on the allowlist") {
+		t.Fatalf("status %+v", st)
+	}
+	var ev struct {
+		ActionID int64 `json:"action_id"`
+	}
+	if err := json.Unmarshal(st.Event, &ev); err != nil || ev.ActionID != 901 {
+		t.Fatalf("status event %s (%v)", st.Event, err)
+	}
+
+	// Fix the cause, replay with the CLI: applied once.
+	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", workflows.SignalReplay); err != nil {
+		t.Fatalf("temporal workflow signal replay: %v\n%s", err, out)
+	}
+	if row := p.waitDeadLetter("dlq-501", "replayed"); row.decision != "applied" {
+		t.Fatalf("replay decision %q", row.decision)
+	}
+	if s := p.salary(501); s != -1 {
+		t.Fatalf("emp 501 salary %d after replay, want -1", s)
+	}
+	// The same signal again changes nothing: the decision is made.
+	out, err = p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", workflows.SignalReplay)
+	if err == nil || !strings.Contains(out, "already completed") {
+		t.Fatalf("second replay: %v\n%s", err, out)
+	}
+	if n := p.count(`SELECT count(*) FROM cdcflow.processed_events`); n != 998 {
+		t.Fatalf("%d processed events after two replays, want 998", n)
+	}
+
+	// A discard without a reason is refused; the workflow keeps waiting.
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonID, "--name", workflows.SignalDiscard,
+		"--input", `{"because": "no"}`); err != nil {
+		t.Fatalf("signal: %v\n%s", err, out)
+	}
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-901", "--name", workflows.SignalDiscard,
+		"--input", `{"reason": "payroll is not replicated"}`); err != nil {
+		t.Fatalf("temporal workflow signal discard: %v\n%s", err, out)
+	}
+	if row := p.waitDeadLetter("dlq-901", "discarded"); row.decision != "payroll is not replicated" {
+		t.Fatalf("discard decision %q", row.decision)
+	}
+	eventually(t, time.Minute, "the refused discard in the status", func() (bool, string) {
+		v, err := p.temporal.QueryWorkflow(ctx, poisonID, "", workflows.QueryStatus)
+		if err != nil {
+			return false, err.Error()
+		}
+		var st workflows.DeadLetterStatus
+		if err := v.Get(&st); err != nil {
+			return false, err.Error()
+		}
+		return st.State == "parked" && len(st.Decisions) == 1 && st.Decisions[0].Action == "rejected" &&
+			strings.Contains(st.Decisions[0].Error, "unknown field"), fmt.Sprintf("%+v", st)
+	})
+
+	p.correctedReplay(check)
+	p.staleReplay(check)
+	if *updateHistories {
+		p.saveHistory(batchID, "apply_batch_dead_letters.json")
+		p.saveHistory("dlq-501", "dead_letter_replay.json")
+		p.saveHistory("dlq-1001", "dead_letter_corrected.json")
+	}
+}
+
+// correctedReplay parks a change and replays it through the SDK with a
+// corrected row image; a malformed image is refused first.
+func (p *pipeline) correctedReplay(check string) {
+	t, ctx := p.t, context.Background()
+	if _, err := p.dest.Exec(ctx, check); err != nil {
+		t.Fatal(err)
+	}
+	p.produceRaw(insertEvent(1001, 1001, -5, "public.employees"))
+	p.waitDeadLetter("dlq-1001", "parked")
+
+	update := func(after string) (workflows.DeadLetterStatus, error) {
+		h, err := p.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "dlq-1001",
+			UpdateName: workflows.UpdateReplay, WaitForStage: client.WorkflowUpdateStageCompleted,
+			Args: []any{workflows.ReplayRequest{After: json.RawMessage(after)}}})
+		var st workflows.DeadLetterStatus
+		if err == nil {
+			err = h.Get(ctx, &st)
+		}
+		return st, err
+	}
+	if _, err := update(`["not", "a", "row"]`); err == nil || !strings.Contains(err.Error(), "after: want a JSON object of column values") {
+		t.Fatalf("malformed corrected image: %v", err)
+	}
+	desc, err := p.temporal.DescribeWorkflow(ctx, "dlq-1001", "")
+	if err != nil || desc.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		t.Fatalf("after a refused update the workflow is %v (%v), want running", desc, err)
+	}
+	st, err := update(`{"emp_id":1001,"first_name":"Fixed","last_name":"L","dob":"1990-01-02","city":"Oslo","salary":5}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != "replayed" || !st.Decisions[len(st.Decisions)-1].Corrected {
+		t.Fatalf("status after the corrected replay %+v", st)
+	}
+	if s := p.salary(1001); s != 5 {
+		t.Fatalf("emp 1001 salary %d, want the corrected 5", s)
+	}
+	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// staleReplay parks a change to a row, lets a newer change to the row
+// through, and replays the parked one: the row keeps the newer state.
+func (p *pipeline) staleReplay(check string) {
+	t, ctx := p.t, context.Background()
+	if _, err := p.dest.Exec(ctx, check); err != nil {
+		t.Fatal(err)
+	}
+	p.produceRaw(updateEvent(1002, 2, -7))
+	p.waitDeadLetter("dlq-1002", "parked")
+	p.produceRaw(updateEvent(1003, 2, 77))
+	eventually(t, time.Minute, "the newer change applied", func() (bool, string) {
+		s := p.salary(2)
+		return s == 77, strconv.Itoa(s)
+	})
+	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.temporal.SignalWorkflow(ctx, "dlq-1002", "", workflows.SignalReplay, nil); err != nil {
+		t.Fatal(err)
+	}
+	row := p.waitDeadLetter("dlq-1002", "replayed")
+	if !strings.HasPrefix(row.decision, "superseded") {
+		t.Fatalf("replay of the stale change: %q, want superseded", row.decision)
+	}
+	if s := p.salary(2); s != 77 {
+		t.Fatalf("emp 2 salary %d after replaying the older change, want 77", s)
+	}
+}
+
+// queryResult picks the query's value out of the CLI's JSON output.
+func queryResult(t *testing.T, out string) string {
+	t.Helper()
+	var v struct {
+		QueryResult []json.RawMessage `json:"queryResult"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.QueryResult) != 1 {
+		t.Fatalf("temporal workflow query printed %s", out)
+	}
+	return string(v.QueryResult[0])
+}
+
+// checkDLQTopic reads the DLQ topic and checks each record's headers.
+func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
+	p.t.Helper()
+	dlq := p.topic + "_dlq"
+	found := map[int64]map[string]string{}
+	eventually(p.t, time.Minute, "3 records in "+dlq, func() (bool, string) {
+		for part := 0; part < 4; part++ {
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: p.brokers, Topic: dlq, Partition: part, MaxWait: 50 * time.Millisecond})
+			for {
+				c, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+				m, err := r.ReadMessage(c)
+				cancel()
+				if err != nil {
+					break
+				}
+				h := map[string]string{}
+				for _, x := range m.Headers {
+					h[x.Key] = string(x.Value)
+				}
+				off, _ := strconv.ParseInt(h[activities.HeaderOffset], 10, 64)
+				found[off] = h
+			}
+			r.Close()
+		}
+		return len(found) == len(ids), fmt.Sprint(len(found), " records")
+	})
+	for off, h := range found {
+		if ids[off] == "" || h[activities.HeaderTopic] != p.topic || h[activities.HeaderPartition] != "0" ||
+			h[activities.HeaderWorkflowID] != batchID || h[activities.HeaderRunID] == "" || h[activities.HeaderErrorClass] == "" ||
+			h[activities.HeaderError] == "" {
+			p.t.Fatalf("DLQ record at offset %d has headers %v", off, h)
+		}
+		for _, k := range []string{activities.HeaderFirstFailure, activities.HeaderLastFailure} {
+			if _, err := time.Parse(time.RFC3339Nano, h[k]); err != nil {
+				p.t.Fatalf("header %s: %v", k, err)
+			}
+		}
+		wantAttempts, wantTable := "3", "public.employees"
+		if off == 100 {
+			wantAttempts, wantTable = "1", ""
+		}
+		if off == 900 {
+			wantTable = "public.payroll"
+		}
+		if h[activities.HeaderAttempts] != wantAttempts || h[activities.HeaderTable] != wantTable {
+			p.t.Fatalf("DLQ record at offset %d: attempts %s table %q", off, h[activities.HeaderAttempts], h[activities.HeaderTable])
+		}
+	}
+}
