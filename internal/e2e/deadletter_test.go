@@ -111,8 +111,8 @@ func TestDeadLetters(t *testing.T) {
 		values[i] = insertEvent(i+1, i+1, 1000+i, "public.employees")
 	}
 	values[100] = `{"action_id":101,"table":"public.employees","op":` // malformed JSON
-	values[500] = insertEvent(501, 501, -1, "public.employees")     // violates the destination's CHECK
-	values[900] = insertEvent(901, 901, 1, "public.payroll")        // not on the allowlist
+	values[500] = insertEvent(501, 501, -1, "public.employees")       // violates the destination's CHECK
+	values[900] = insertEvent(901, 901, 1, "public.payroll")          // not on the allowlist
 	p.produceRaw(values...)
 
 	p.waitApplied(997)

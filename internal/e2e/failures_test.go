@@ -14,7 +14,6 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"google.golang.org/protobuf/encoding/protojson"
-
 )
 
 var updateHistories = flag.Bool("update-histories", false, "rewrite the workflow histories in workflows/testdata")
