@@ -366,3 +366,14 @@ func listFailed(taskQueue string) *workflowservice.ListWorkflowExecutionsRequest
 	return &workflowservice.ListWorkflowExecutionsRequest{
 		Query: fmt.Sprintf("TaskQueue = '%s' AND ExecutionStatus = 'Failed'", taskQueue)}
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func containsAll(s string, parts ...string) bool {
+	for _, p := range parts {
+		if !strings.Contains(s, p) {
+			return false
+		}
+	}
+	return true
+}

@@ -136,3 +136,8 @@ func createTopics(brokers []string, topics map[string]int32) error {
 	}
 	return cc.CreateTopics(cfgs...)
 }
+
+// ExternalServices reports whether tests run against external services.
+func ExternalServices() bool {
+	return os.Getenv("CDCFLOW_TEST_PG_DSN") != "" || os.Getenv("TEMPORAL_ADDRESS") != "" || os.Getenv("KAFKA_BROKERS") != ""
+}

@@ -1,0 +1,91 @@
+package e2e
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+)
+
+// TestDestinationOutage stops the destination PostgreSQL for 20 s while
+// changes flow: nothing is dead-lettered, every change is applied once it is
+// back, and the destination ends equal to the source.
+func TestDestinationOutage(t *testing.T) {
+	if testenv.ExternalServices() {
+		t.Skip("stops and starts its own destination cluster")
+	}
+	ctx := context.Background()
+	destPG, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer destPG.Close()
+	p := newPipeline(t)
+	p.withSource()
+	p.env["CDCFLOW_DEST_DSN"] = destPG.DSN
+	p.dest.Close()
+	if p.dest, err = db.Open(ctx, destPG.DSN, nil); err != nil {
+		t.Fatal(err)
+	}
+	p.start("capture")
+	worker := p.start("worker")
+	p.start("starter")
+	waitTable(t, p.source, "employees")
+	p.waitApplied(0)
+
+	// Writers keep changing rows until told to stop.
+	stop := make(chan struct{})
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 5))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				n, err := writeTx(ctx, p.source, rng, 500)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				written.Add(int64(n))
+			}
+		}()
+	}
+	eventually(t, time.Minute, "changes flowing", func() (bool, string) {
+		n := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+		return n > 200, "applied so far: " + itoa(n)
+	})
+	if err := destPG.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Second) // the outage itself: changes keep coming meanwhile
+	if err := destPG.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second) // a little more traffic after the restart
+	close(stop)
+	wg.Wait()
+
+	p.waitSame("public.employees", "emp_id", 3*time.Minute)
+	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters after an outage, want none", n)
+	}
+	if n := p.count(`SELECT count(*) FROM cdcflow.processed_events`); int64(n) < written.Load() {
+		t.Fatalf("%d changes applied, %d written", n, written.Load())
+	}
+	if out := worker.out.String(); !containsAll(out, "apply batch failed, will retry") {
+		t.Fatalf("the outage left no trace in the worker's log:\n%s", out)
+	}
+	t.Logf("%d changes written, all applied after a 20 s destination outage", written.Load())
+}
