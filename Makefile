@@ -34,7 +34,7 @@ $(WORKFLOWCHECK):
 
 ## build: compile the programs into bin/
 build:
-	$(GO) build -o bin/ ./worker ./starter ./capture ./devstack
+	$(GO) build -o bin/ ./worker ./starter ./capture ./dlq ./devstack
 
 ## test: every test, with the race detector, against real PostgreSQL, Temporal and a Kafka-protocol broker
 test: tools

@@ -220,6 +220,7 @@ func TestDeadLetters(t *testing.T) {
 
 	p.correctedReplay(check)
 	p.staleReplay(check)
+	p.bulkDecisions(check, poisonID)
 	if *updateHistories {
 		p.saveHistory(batchID, "apply_batch_dead_letters.json")
 		p.saveHistory("dlq-501", "dead_letter_replay.json")
@@ -357,5 +358,51 @@ func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
 		if h[activities.HeaderAttempts] != wantAttempts || h[activities.HeaderTable] != wantTable {
 			p.t.Fatalf("DLQ record at offset %d: attempts %s table %q", off, h[activities.HeaderAttempts], h[activities.HeaderTable])
 		}
+	}
+}
+
+// dlqCommand runs the dlq program against the pipeline's Temporal.
+func (p *pipeline) dlqCommand(args ...string) (string, error) {
+	cmd := exec.Command(binary(p.t, "dlq"), args...)
+	cmd.Env = append(cmd.Environ(), "TEMPORAL_ADDRESS="+p.env["TEMPORAL_ADDRESS"], "TEMPORAL_NAMESPACE="+p.env["TEMPORAL_NAMESPACE"])
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// bulkDecisions replays, then discards, every parked change matching a
+// filter with the dlq command.
+func (p *pipeline) bulkDecisions(check, poisonID string) {
+	t, ctx := p.t, context.Background()
+	if _, err := p.dest.Exec(ctx, check); err != nil {
+		t.Fatal(err)
+	}
+	p.produceRaw(insertEvent(1004, 1004, -1, "public.employees"), insertEvent(1005, 1005, -2, "public.employees"))
+	p.waitDeadLetter("dlq-1004", "parked")
+	p.waitDeadLetter("dlq-1005", "parked")
+	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
+		t.Fatal(err)
+	}
+	filter := []string{"-table", "public.employees", "-class", "ConstraintViolation", "-since", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}
+	eventually(t, time.Minute, "dlq list to find both", func() (bool, string) {
+		out, err := p.dlqCommand(append([]string{"list"}, filter...)...)
+		return err == nil && strings.Contains(out, "2 parked changes matched"), out
+	})
+	if out, err := p.dlqCommand(append([]string{"replay"}, filter...)...); err != nil || !strings.Contains(out, "replay dlq-1004") {
+		t.Fatalf("dlq replay: %v\n%s", err, out)
+	}
+	p.waitDeadLetter("dlq-1004", "replayed")
+	p.waitDeadLetter("dlq-1005", "replayed")
+	if a, b := p.salary(1004), p.salary(1005); a != -1 || b != -2 {
+		t.Fatalf("salaries after bulk replay: %d, %d", a, b)
+	}
+	if out, err := p.dlqCommand("discard", "-class", "InvalidEvent"); err == nil || !strings.Contains(out, "discard needs -reason") {
+		t.Fatalf("discard without a reason: %v\n%s", err, out)
+	}
+	if out, err := p.dlqCommand("discard", "-class", "InvalidEvent", "-reason", "producer fixed upstream"); err != nil ||
+		!strings.Contains(out, "1 parked changes matched") {
+		t.Fatalf("dlq discard: %v\n%s", err, out)
+	}
+	if row := p.waitDeadLetter(poisonID, "discarded"); row.decision != "producer fixed upstream" {
+		t.Fatalf("decision %q", row.decision)
 	}
 }
