@@ -149,4 +149,3 @@ func parked(ctx context.Context, tc client.Client, query string) ([]string, erro
 		}
 	}
 }
-
