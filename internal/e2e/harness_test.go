@@ -161,8 +161,14 @@ func (p *pipeline) start(name string, extra ...string) *proc {
 // stop sends SIGTERM and waits for a clean exit.
 func (pr *proc) stop(t testing.TB) {
 	t.Helper()
-	if pr.cmd.ProcessState != nil {
+	select {
+	case err := <-pr.done: // ended before: killed by the test, or on its own
+		pr.done <- err
+		if err != nil && !strings.Contains(err.Error(), "killed") {
+			t.Errorf("%s exited on its own: %v\n%s", pr.name, err, pr.out.String())
+		}
 		return
+	default:
 	}
 	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
 	select {
