@@ -7,11 +7,14 @@ import (
 	"encoding/json"
 	"errors"
 
+	"time"
+
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 )
 
 // Registered names of the activities; workflows run them as local
@@ -32,6 +35,7 @@ type BatchApplier interface {
 // Apply applies batches of change events to the destination.
 type Apply struct {
 	Applier BatchApplier
+	Metrics *metrics.Apply // nil records nothing
 }
 
 // FailedEvent is an event of a batch that failed for a permanent reason.
@@ -71,14 +75,22 @@ func (a *Apply) ApplyBatch(ctx context.Context, batch event.Batch, only []int) (
 			return ApplyOutcome{}, temporal.NewNonRetryableApplicationError(err.Error(), applier.ErrTypeInvalidEvent, nil)
 		}
 	}
+	start := time.Now()
 	res, failed, err := a.Applier.ApplyIsolating(ctx, events)
+	a.Metrics.Batch(ctx, time.Since(start))
 	if err != nil {
+		a.Metrics.Error(ctx, "transient")
 		info := activity.GetInfo(ctx)
 		activity.GetLogger(ctx).Warn("apply batch failed, will retry", "attempt", info.Attempt, "error", err)
 		return ApplyOutcome{}, err
 	}
+	a.Metrics.Outcome(ctx, "applied", res.Applied)
+	a.Metrics.Outcome(ctx, "superseded", res.Superseded)
+	a.Metrics.Outcome(ctx, "duplicate", res.Duplicates)
+	a.Metrics.Outcome(ctx, "failed", len(failed))
 	out := ApplyOutcome{Result: res}
 	for _, f := range failed {
+		a.Metrics.Error(ctx, f.Class)
 		f.Index = only[f.Index] // position in the whole batch
 		out.Failed = append(out.Failed, FailedEvent{Failure: f, Message: raws[f.Index]})
 	}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/cdcflow/cdcflow/internal/metrics"
 )
 
 // Publisher is the part of a Kafka writer the dead-letter activity uses.
@@ -20,7 +22,8 @@ type Publisher interface {
 type DeadLetters struct {
 	Pool      *pgxpool.Pool
 	Publisher Publisher
-	Topic     string // the DLQ topic
+	Topic     string         // the DLQ topic
+	Metrics   *metrics.Apply // nil records nothing
 }
 
 // DeadLetter is one parked change and why it was parked.
@@ -66,6 +69,7 @@ func (d *DeadLetters) Park(ctx context.Context, dl DeadLetter) error {
 	if published != nil {
 		return nil
 	}
+	d.Metrics.DeadLetter(ctx, dl.ErrorClass)
 	if err := d.Publisher.WriteMessages(ctx, kafka.Message{Topic: d.Topic, Value: dl.Message, Headers: headers(dl)}); err != nil {
 		return fmt.Errorf("publish dead letter %s to %s: %w", dl.ID, d.Topic, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/migrations"
 	"github.com/cdcflow/cdcflow/workflows"
@@ -72,8 +73,16 @@ func run(ctx context.Context, args []string) error {
 		BatchBytes:             event.MaxEventBytes + 64<<10,
 	}
 	defer dlq.Close()
-	w.RegisterActivity(&activities.Apply{Applier: apl})
-	w.RegisterActivity(&activities.DeadLetters{Pool: pool, Publisher: dlq, Topic: cfg.DLQTopic})
+	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, log)
+	if err != nil {
+		return err
+	}
+	m, err := metrics.NewApply(mp)
+	if err != nil {
+		return err
+	}
+	w.RegisterActivity(&activities.Apply{Applier: apl, Metrics: m})
+	w.RegisterActivity(&activities.DeadLetters{Pool: pool, Publisher: dlq, Topic: cfg.DLQTopic, Metrics: m})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

@@ -40,11 +40,12 @@ type Worker struct {
 	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
 	Tables  []string `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated allowlist of tables to replicate (schema.table)"`
 	// Activities bounds concurrent apply activities, and so destination connections.
-	Activities int      `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
-	Migrate    bool     `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
-	Brokers    []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers (for the dead-letter topic)"`
-	Topic      string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
-	DLQTopic   string   `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	Activities  int      `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
+	Migrate     bool     `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
+	Brokers     []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers (for the dead-letter topic)"`
+	Topic       string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	DLQTopic    string   `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	MetricsAddr string   `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
 }
 
 // Starter configures the starter binary.

@@ -2,7 +2,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -33,7 +38,12 @@ func TestDestinationOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.start("capture")
-	worker := p.start("worker")
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	worker := p.start("worker", fmt.Sprintf("CDCFLOW_METRICS_ADDR=127.0.0.1:%d", port))
 	p.start("starter")
 	waitTable(t, p.source, "employees")
 	p.waitApplied(0)
@@ -87,5 +97,18 @@ func TestDestinationOutage(t *testing.T) {
 	if out := worker.out.String(); !containsAll(out, "apply batch failed, will retry") {
 		t.Fatalf("the outage left no trace in the worker's log:\n%s", out)
 	}
+	// ... nor in its metrics.
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	transient := regexp.MustCompile(`cdcflow_apply_errors_total\{class="transient"[^}]*\} (\d+)`).FindSubmatch(body)
+	applied := regexp.MustCompile(`cdcflow_apply_events_total\{outcome="applied"[^}]*\} (\d+)`).FindSubmatch(body)
+	if transient == nil || string(transient[1]) == "0" || applied == nil || strings.Contains(string(body), "cdcflow_dead_letters_total{") {
+		t.Fatalf("metrics after the outage:\n%s", body)
+	}
+	t.Logf("metrics: %s transient apply errors, %s events applied", transient[1], applied[1])
 	t.Logf("%d changes written, all applied after a 20 s destination outage", written.Load())
 }

@@ -1,0 +1,105 @@
+// Package metrics exports cdcflow's OpenTelemetry metrics for Prometheus.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// Serve exports metrics at http://addr/metrics until ctx ends, and returns
+// the meter provider to record them with. An empty addr records nothing.
+func Serve(ctx context.Context, addr string, log *slog.Logger) (metric.MeterProvider, error) {
+	if addr == "" {
+		return noop.NewMeterProvider(), nil
+	}
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("prometheus exporter: %w", err)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	go srv.Serve(ln) //nolint:errcheck // ends with ErrServerClosed
+	log.Info("serving metrics", "addr", "http://"+ln.Addr().String()+"/metrics")
+	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), nil
+}
+
+// Apply holds the apply path's instruments.
+type Apply struct {
+	events      metric.Int64Counter
+	errors      metric.Int64Counter
+	deadLetters metric.Int64Counter
+	duration    metric.Float64Histogram
+}
+
+// NewApply creates the apply path's instruments.
+func NewApply(mp metric.MeterProvider) (*Apply, error) {
+	m := mp.Meter("cdcflow")
+	var a Apply
+	var err error
+	if a.events, err = m.Int64Counter("cdcflow.apply.events",
+		metric.WithDescription("Change events handled by the apply activity, by outcome: applied, superseded, duplicate, failed.")); err != nil {
+		return nil, err
+	}
+	if a.errors, err = m.Int64Counter("cdcflow.apply.errors",
+		metric.WithDescription("Failed apply attempts, by class: transient (retried until they pass) or the permanent error class.")); err != nil {
+		return nil, err
+	}
+	if a.deadLetters, err = m.Int64Counter("cdcflow.dead_letters",
+		metric.WithDescription("Changes parked as dead letters, by error class.")); err != nil {
+		return nil, err
+	}
+	if a.duration, err = m.Float64Histogram("cdcflow.apply.batch.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time to apply one batch, failed attempts included.")); err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+// Outcome counts n events with outcome.
+func (a *Apply) Outcome(ctx context.Context, outcome string, n int) {
+	if a != nil && n > 0 {
+		a.events.Add(ctx, int64(n), metric.WithAttributes(attr("outcome", outcome)))
+	}
+}
+
+// Error counts one failed attempt of class.
+func (a *Apply) Error(ctx context.Context, class string) {
+	if a != nil {
+		a.errors.Add(ctx, 1, metric.WithAttributes(attr("class", class)))
+	}
+}
+
+// DeadLetter counts one parked change of class.
+func (a *Apply) DeadLetter(ctx context.Context, class string) {
+	if a != nil {
+		a.deadLetters.Add(ctx, 1, metric.WithAttributes(attr("class", class)))
+	}
+}
+
+// Batch records how long applying a batch took.
+func (a *Apply) Batch(ctx context.Context, d time.Duration) {
+	if a != nil {
+		a.duration.Record(ctx, d.Seconds())
+	}
+}
