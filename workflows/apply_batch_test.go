@@ -79,6 +79,11 @@ func newEnv(t *testing.T, f *fakeApplier) (*testsuite.TestWorkflowEnvironment, *
 	// The DeadLetter workflows a batch starts are abandoned and would wait
 	// for a person; here they only need to start. dead_letter_test.go runs them.
 	env.OnWorkflow(DeadLetterName, mock.Anything, mock.Anything).Return(DeadLetterStatus{State: StatusParked}, nil)
+	return env, recordDeadLetters(env)
+}
+
+// recordDeadLetters stands in for the Park and Settle activities.
+func recordDeadLetters(env *testsuite.TestWorkflowEnvironment) *parked {
 	p := &parked{}
 	env.RegisterActivityWithOptions(func(_ context.Context, dl activities.DeadLetter) error {
 		p.letters = append(p.letters, dl)
@@ -88,7 +93,7 @@ func newEnv(t *testing.T, f *fakeApplier) (*testsuite.TestWorkflowEnvironment, *
 		p.settled = append(p.settled, id+" "+status+" "+decision)
 		return nil
 	}, activity.RegisterOptions{Name: activities.SettleName})
-	return env, p
+	return p
 }
 
 func TestApplyBatchSummary(t *testing.T) {

@@ -27,7 +27,7 @@ func deadLetterEnv(t *testing.T, r *replays) (*testsuite.TestWorkflowEnvironment
 	env := s.NewTestWorkflowEnvironment()
 	env.SetDataConverter(temporalx.DataConverter())
 	Register(env)
-	p := &parked{}
+	p := recordDeadLetters(env)
 	env.RegisterActivityWithOptions(func(_ context.Context, req activities.ReplayRequest) (applier.Result, error) {
 		r.got = append(r.got, req)
 		if n := len(r.got); n <= len(r.answers) && r.answers[n-1] != nil {
@@ -35,10 +35,6 @@ func deadLetterEnv(t *testing.T, r *replays) (*testsuite.TestWorkflowEnvironment
 		}
 		return applier.Result{Applied: 1}, nil
 	}, activity.RegisterOptions{Name: activities.ReplayEventName})
-	env.RegisterActivityWithOptions(func(_ context.Context, id, status, decision string) error {
-		p.settled = append(p.settled, id+" "+status+" "+decision)
-		return nil
-	}, activity.RegisterOptions{Name: activities.SettleName})
 	return env, p
 }
 
