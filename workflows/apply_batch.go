@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
@@ -70,8 +71,9 @@ func (s *BatchSummary) add(r applier.Result) {
 }
 
 // ApplyRetryPolicy retries transient failures (destination down, serialization
-// failures, deadlocks) without limit, backing off to one attempt every 30 s;
-// permanent failures arrive as non-retryable errors and are not retried.
+// failures, deadlocks) without limit, backing off to one attempt every 30 s.
+// Permanent failures of single events are not errors of the activity: it
+// reports them, and ApplyBatch retries those events MaxAttempts times itself.
 var ApplyRetryPolicy = &temporal.RetryPolicy{
 	InitialInterval:    500 * time.Millisecond,
 	BackoffCoefficient: 2,
@@ -176,7 +178,7 @@ func park(ctx workflow.Context, dl activities.DeadLetter) error {
 	}
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID:        dl.ID,
-		ParentClosePolicy: parentClosePolicyAbandon,
+		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			SearchTable.ValueSet(dl.Table), SearchErrorClass.ValueSet(dl.ErrorClass), SearchStatus.ValueSet(StatusParked)),
 		Memo: map[string]any{"error": dl.Error, "error_class": dl.ErrorClass, "action_id": dl.ActionID},

@@ -366,13 +366,6 @@ func logValue(t testing.TB, out, msg, key string) int {
 	return n
 }
 
-func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
-
-func listFailed(taskQueue string) *workflowservice.ListWorkflowExecutionsRequest {
-	return &workflowservice.ListWorkflowExecutionsRequest{
-		Query: fmt.Sprintf("TaskQueue = '%s' AND ExecutionStatus = 'Failed'", taskQueue)}
-}
-
 func itoa(n int) string { return strconv.Itoa(n) }
 
 func containsAll(s string, parts ...string) bool {

@@ -40,11 +40,6 @@ func StartKafka(opts KafkaOptions) (*Kafka, error) {
 	return &Kafka{Brokers: c.ListenAddrs(), cluster: c}, nil
 }
 
-// CreateTopic adds a topic with the given number of partitions.
-func (k *Kafka) CreateTopic(name string, partitions int32) error {
-	return k.cluster.CreateTopic(name, partitions, nil)
-}
-
 // Close stops the broker.
 func (k *Kafka) Close() { k.cluster.Close() }
 

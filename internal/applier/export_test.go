@@ -1,8 +1,0 @@
-package applier
-
-const RecordSQL = recordSQL
-
-func (a *Applier) SQLFor(name string, cols []string) (string, string) {
-	t := a.tables[name]
-	return t.deleteSQL, t.upsertSQL(cols, false)
-}
