@@ -77,36 +77,23 @@ type Decision struct {
 	Error     string    `json:"error,omitempty"`
 }
 
-// DeadLetterStatus is the answer to the status query and the workflow's result.
+// DeadLetterStatus is the answer to the status query and the workflow's
+// result: the parked change as recorded, kept up to date by failed replays,
+// with its state and the decisions taken on it.
 type DeadLetterStatus struct {
-	ID           string          `json:"id"`
-	State        string          `json:"state"`
-	ActionID     int64           `json:"action_id,omitempty"`
-	Table        string          `json:"table,omitempty"`
-	Topic        string          `json:"topic"`
-	Partition    int             `json:"partition"`
-	Offset       int64           `json:"offset"`
-	ErrorClass   string          `json:"error_class"`
-	Error        string          `json:"error"`
-	Attempts     int             `json:"attempts"`
-	FirstFailure time.Time       `json:"first_failure"`
-	LastFailure  time.Time       `json:"last_failure"`
-	Event        json.RawMessage `json:"event,omitempty"`   // the change, when it is JSON
-	Message      []byte          `json:"message,omitempty"` // the raw message, when it is not
-	Decisions    []Decision      `json:"decisions"`
+	activities.DeadLetter
+	State     string          `json:"state"`
+	Event     json.RawMessage `json:"event,omitempty"` // the change, when it is JSON (Message is then empty)
+	Decisions []Decision      `json:"decisions"`
 }
 
 // DeadLetter holds one parked change until a person replays or discards it.
 func DeadLetter(ctx workflow.Context, in DeadLetterInput) (DeadLetterStatus, error) {
 	ctx = localActivities(ctx)
 	rec := in.Record
-	st := DeadLetterStatus{ID: rec.ID, State: StatusParked, ActionID: rec.ActionID, Table: rec.Table,
-		Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset, ErrorClass: rec.ErrorClass, Error: rec.Error,
-		Attempts: rec.Attempts, FirstFailure: rec.FirstFailure, LastFailure: rec.LastFailure, Decisions: []Decision{}}
+	st := DeadLetterStatus{DeadLetter: rec, State: StatusParked, Decisions: []Decision{}}
 	if json.Valid(rec.Message) { //workflowcheck:ignore parsing bytes is deterministic
-		st.Event = json.RawMessage(rec.Message)
-	} else {
-		st.Message = rec.Message
+		st.Event, st.Message = json.RawMessage(rec.Message), nil
 	}
 	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (DeadLetterStatus, error) { return st, nil }); err != nil {
 		return st, err

@@ -161,7 +161,7 @@ func TestDeadLetters(t *testing.T) {
 	}
 	if st.ID != "dlq-901" || st.State != "parked" || st.ActionID != 901 || st.Table != "public.payroll" ||
 		st.ErrorClass != applier.ErrTypeTableNotAllowed || st.Attempts != 3 || st.Offset != 900 ||
-		!strings.Contains(st.Error, "not on the allowlist") {
+		!strings.Contains(st.Error, "not on the allowlist") || st.BatchWorkflowID != batchID || len(st.Message) != 0 {
 		t.Fatalf("status %+v", st)
 	}
 	var ev struct {
