@@ -9,7 +9,10 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/activities"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/deadletter"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 	"github.com/cdcflow/cdcflow/migrations"
 )
@@ -42,12 +45,12 @@ func TestParkIsIdempotent(t *testing.T) {
 	}
 	defer pool.Close()
 	brokers, _ := testenv.NewKafka(t, map[string]int32{"changes_dlq": 1})
-	pub := &countingPublisher{w: &kafka.Writer{Addr: kafka.TCP(brokers...), RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}}
+	pub := &countingPublisher{w: kafkax.NewWriter(brokers, "changes_dlq", kafkax.WriterOptions{})}
 	defer pub.w.Close()
-	d := &activities.DeadLetters{Pool: pool, Publisher: pub, Topic: "changes_dlq"}
+	d := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: pub}
 
 	now := time.Now()
-	dl := activities.DeadLetter{ID: "dlq-7", ActionID: 7, Topic: "changes", Partition: 0, Offset: 41, Table: "public.employees",
+	dl := cdc.DeadLetterRecord{ID: "dlq-7", ActionID: 7, Topic: "changes", Partition: 0, Offset: 41, Table: "public.employees",
 		ErrorClass: "ConstraintViolation", Error: "violates check", Attempts: 3, FirstFailure: now, LastFailure: now,
 		BatchWorkflowID: "cdc-changes-0-0-99", BatchRunID: "run", Message: []byte(`{"action_id":7}`)}
 	for range 3 {
@@ -75,22 +78,22 @@ func TestParkIsIdempotent(t *testing.T) {
 	for _, h := range m.Headers {
 		headers[h.Key] = string(h.Value)
 	}
-	if string(m.Value) != `{"action_id":7}` || headers[activities.HeaderOffset] != "41" || headers[activities.HeaderAttempts] != "3" ||
-		headers[activities.HeaderErrorClass] != "ConstraintViolation" || headers[activities.HeaderWorkflowID] != "cdc-changes-0-0-99" {
+	if string(m.Value) != `{"action_id":7}` || headers[cdc.HeaderOffset] != "41" || headers[cdc.HeaderAttempts] != "3" ||
+		headers[cdc.HeaderErrorClass] != "ConstraintViolation" || headers[cdc.HeaderWorkflowID] != "cdc-changes-0-0-99" {
 		t.Fatalf("DLQ message %s with headers %v", m.Value, headers)
 	}
 
-	if err := d.Settle(ctx, "dlq-7", "discarded", "test data"); err != nil {
+	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Decision: "test data"}); err != nil {
 		t.Fatal(err)
 	}
-	var status, decision string
-	if err := pool.QueryRow(ctx, `SELECT status, decision FROM cdcflow.dead_letters WHERE id = 'dlq-7'`).Scan(&status, &decision); err != nil {
+	var state, decision string
+	if err := pool.QueryRow(ctx, `SELECT state, decision FROM cdcflow.dead_letters WHERE id = 'dlq-7'`).Scan(&state, &decision); err != nil {
 		t.Fatal(err)
 	}
-	if status != "discarded" || decision != "test data" {
-		t.Fatalf("settled as %s %q", status, decision)
+	if state != "discarded" || decision != "test data" {
+		t.Fatalf("settled as %s %q", state, decision)
 	}
-	if err := d.Settle(ctx, "dlq-unknown", "discarded", "x"); err == nil || err.Error() != "settle dead letter dlq-unknown: no such dead letter" {
+	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-unknown", State: cdc.StateDiscarded, Decision: "x"}); err == nil || err.Error() != "settle dead letter dlq-unknown: no such dead letter" {
 		t.Fatalf("settling an unknown dead letter: %v", err)
 	}
 }

@@ -5,31 +5,21 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/internal/capture"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
-	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
+	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
-func main() { config.Main("capture", run) }
+func main() { program.Main("capture", run) }
 
 func run(ctx context.Context, args []string) error {
-	var cfg config.Capture
-	if err := config.ParseFlags("capture", "publishes source row changes to Kafka", args, &cfg, os.Stdout); err != nil {
-		return err
-	}
-	cfg, err := config.LoadCapture()
+	cfg, log, err := program.Setup(ctx, "capture", "publishes source row changes to Kafka", args, config.LoadCapture)
 	if err != nil {
-		return err
-	}
-	log := cfg.Logger()
-	if err := cfg.ServePprof(ctx, log); err != nil {
 		return err
 	}
 	if cfg.Migrate {
@@ -42,16 +32,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-
-	writer := &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Brokers...),
-		Topic:        cfg.Topic,
-		Balancer:     &kafka.Hash{}, // all changes of a row share a partition
-		RequiredAcks: kafka.RequireAll,
-		BatchSize:    cfg.BatchSize,
-		BatchBytes:   event.MaxEventBytes + 64<<10, // below the topic's max.message.bytes (2 MiB)
-		BatchTimeout: time.Millisecond,             // capture hands over whole batches
-	}
+	writer := kafkax.NewWriter(cfg.Brokers, cfg.Topic, kafkax.WriterOptions{BatchSize: cfg.BatchSize})
 	defer writer.Close()
 
 	c, err := capture.New(ctx, pool, writer, capture.Config{

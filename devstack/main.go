@@ -1,34 +1,38 @@
 // Command devstack runs the whole cdcflow pipeline on local embedded services,
 // for `make run`: PostgreSQL clusters from the installed binaries, the Temporal
 // dev server with its Web UI, and an in-process Kafka-protocol broker, then
-// the cdcflow programs against them. It stays in the foreground; Ctrl-C stops
-// everything. Set CDCFLOW_DEST_DSN, KAFKA_BROKERS or TEMPORAL_ADDRESS to use
-// running services instead.
+// the cdcflow programs against them, replicating the demo table employees. It
+// stays in the foreground; Ctrl-C stops everything. Set CDCFLOW_SOURCE_DSN,
+// CDCFLOW_DEST_DSN, KAFKA_BROKERS or TEMPORAL_ADDRESS to use running services
+// instead.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/config"
-	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/workflows"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
+	"github.com/cdcflow/cdcflow/internal/program"
 )
 
 func main() {
-	config.Main("devstack", func(ctx context.Context, args []string) error { return run(ctx, args, os.Stdout) })
+	program.Main("devstack", func(ctx context.Context, args []string) error { return run(ctx, args, os.Stdout) })
 }
 
-// Settings of devstack itself; the programs it starts read their own.
+// settings of devstack itself; the programs it starts read their own.
 type settings struct {
 	SourceDSN  string `envconfig:"CDCFLOW_SOURCE_DSN" desc:"source PostgreSQL; empty starts a throwaway cluster"`
 	DestDSN    string `envconfig:"CDCFLOW_DEST_DSN" desc:"destination PostgreSQL; empty starts a throwaway cluster"`
@@ -39,29 +43,24 @@ type settings struct {
 	DemoRate   int    `envconfig:"CDCFLOW_DEMO_RATE" default:"0" desc:"keep writing this many demo changes per second to employees on the source (0: off)"`
 }
 
+func loadSettings() (settings, error) {
+	var s settings
+	return s, config.Process(&s)
+}
+
 type stack struct {
 	log     *slog.Logger
-	out     io.Writer
 	closers []func()
-	procs   []*child
+	procs   []*localsvc.Process
 	exits   chan error // one send per program that ended
 }
 
-type child struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
 func run(ctx context.Context, args []string, out io.Writer) error {
-	var s settings
-	if err := config.ParseFlags("devstack", "runs the cdcflow pipeline on local embedded services", args, &s, out); err != nil {
+	s, err := program.Settings("devstack", "runs the cdcflow pipeline on local embedded services", args, out, loadSettings)
+	if err != nil {
 		return err
 	}
-	if err := config.Process(&s); err != nil {
-		return err
-	}
-	st := &stack{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), out: out, exits: make(chan error, 8)}
+	st := &stack{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), exits: make(chan error, 8)}
 	defer st.close()
 
 	env, banner, err := st.services(ctx, s)
@@ -75,7 +74,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprint(out, banner)
 	if s.DemoRate > 0 {
-		go st.demo(ctx, sourceDSN(env), s.DemoRate)
+		go st.writeDemo(ctx, envValue(env, "CDCFLOW_SOURCE_DSN"), s.DemoRate)
 	}
 	select {
 	case <-ctx.Done():
@@ -86,11 +85,12 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 }
 
-// services starts (or locates) PostgreSQL, Kafka and Temporal, and returns
-// the environment for the cdcflow programs and the banner to print.
+// services starts (or locates) PostgreSQL, Kafka and Temporal, creates the
+// demo table on both sides, and returns the environment for the cdcflow
+// programs and the banner to print.
 func (st *stack) services(ctx context.Context, s settings) ([]string, string, error) {
 	var b strings.Builder
-	env := []string{"CDCFLOW_TOPIC=" + s.Topic}
+	env := []string{"CDCFLOW_TOPIC=" + s.Topic, "CDCFLOW_TABLES=" + demo.Table}
 
 	// The source records commit times, so events carry them.
 	sourceDSN, err := st.postgres(ctx, s.SourceDSN, 5432, "track_commit_timestamp=on")
@@ -101,13 +101,18 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 	if err != nil {
 		return nil, "", fmt.Errorf("start destination PostgreSQL: %w", err)
 	}
+	for _, dsn := range []string{sourceDSN, destDSN} {
+		if err := createDemoTable(ctx, dsn); err != nil {
+			return nil, "", err
+		}
+	}
 	env = append(env, "CDCFLOW_SOURCE_DSN="+sourceDSN, "CDCFLOW_DEST_DSN="+destDSN)
 	fmt.Fprintf(&b, "  source       %s\n", sourceDSN)
 	fmt.Fprintf(&b, "  destination  %s\n", destDSN)
 
 	brokers := s.Brokers
 	if brokers == "" {
-		k, err := testenv.StartKafka(testenv.KafkaOptions{Port: portOr(9092), Topics: map[string]int32{s.Topic: s.Partitions}})
+		k, err := localsvc.StartKafka(localsvc.KafkaOptions{Port: localsvc.PortOr(9092), Topics: map[string]int32{s.Topic: s.Partitions}})
 		if err != nil {
 			return nil, "", fmt.Errorf("start Kafka-protocol broker: %w", err)
 		}
@@ -119,8 +124,8 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 
 	address, ui := s.Temporal, "(external: see your Temporal Web UI)"
 	if address == "" {
-		t, err := testenv.StartTemporal(ctx, testenv.TemporalOptions{Port: portOr(7233), UI: true, UIPort: portOr(8233),
-			SearchAttributes: workflows.SearchAttributes})
+		t, err := localsvc.StartTemporal(ctx, localsvc.TemporalOptions{Port: localsvc.PortOr(7233), UI: true,
+			UIPort: localsvc.PortOr(8233), SearchAttributes: cdc.SearchAttributes})
 		if err != nil {
 			return nil, "", fmt.Errorf("start Temporal dev server: %w", err)
 		}
@@ -145,7 +150,7 @@ func (st *stack) postgres(ctx context.Context, dsn string, port int, settings ..
 	if dsn != "" {
 		return dsn, nil
 	}
-	pg, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Port: portOr(port), Settings: settings})
+	pg, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Port: localsvc.PortOr(port), Settings: settings})
 	if err != nil {
 		return "", err
 	}
@@ -153,9 +158,20 @@ func (st *stack) postgres(ctx context.Context, dsn string, port int, settings ..
 	return pg.DSN, nil
 }
 
-func sourceDSN(env []string) string {
+// createDemoTable creates the demo table, which cdcflow's own migrations
+// never do: capture and worker replicate only tables that exist.
+func createDemoTable(ctx context.Context, dsn string) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect to %s: %w", dsn, err)
+	}
+	defer conn.Close(ctx)
+	return demo.CreateTable(ctx, conn)
+}
+
+func envValue(env []string, name string) string {
 	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, "CDCFLOW_SOURCE_DSN="); ok {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
 			return v
 		}
 	}
@@ -168,48 +184,26 @@ func (st *stack) start(prog string, env []string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(filepath.Join(filepath.Dir(self), prog))
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// Own process group: Ctrl-C reaches devstack, which stops programs in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", prog, err)
+	p, err := localsvc.StartProgram(prog, filepath.Join(filepath.Dir(self), prog), env, os.Stderr)
+	if err != nil {
+		return err
 	}
-	c := &child{name: prog, cmd: cmd, done: make(chan struct{})}
 	go func() {
-		err := cmd.Wait()
-		close(c.done)
-		st.exits <- fmt.Errorf("%s exited: %v", prog, err)
+		<-p.Done()
+		st.exits <- errors.Join(fmt.Errorf("%s exited", prog), p.Err())
 	}()
-	st.procs = append(st.procs, c)
+	st.procs = append(st.procs, p)
 	return nil
 }
 
 // close stops the programs, newest first, then the services.
 func (st *stack) close() {
 	for i := len(st.procs) - 1; i >= 0; i-- {
-		c := st.procs[i]
-		_ = c.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			st.log.Warn("program did not stop in 15s; killing it", "program", c.name)
-			_ = c.cmd.Process.Kill()
-			<-c.done
+		if err := st.procs[i].Stop(syscall.SIGTERM, 15*time.Second); err != nil {
+			st.log.Warn("program did not stop", "error", err)
 		}
 	}
 	for i := len(st.closers) - 1; i >= 0; i-- {
 		st.closers[i]()
 	}
-}
-
-// portOr returns port when it is free on 127.0.0.1, else 0 (pick any).
-func portOr(port int) int {
-	l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-	if err != nil {
-		return 0
-	}
-	l.Close()
-	return port
 }

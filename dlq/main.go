@@ -24,13 +24,14 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
-	"github.com/cdcflow/cdcflow/workflows"
 )
 
 func main() {
-	config.Main("dlq", func(ctx context.Context, args []string) error { return run(ctx, args, os.Stdout) })
+	program.Main("dlq", func(ctx context.Context, args []string) error { return run(ctx, args, os.Stdout) })
 }
 
 type filter struct {
@@ -40,12 +41,12 @@ type filter struct {
 
 // Query is the visibility query for parked changes that match f.
 func (f filter) Query() string {
-	q := []string{fmt.Sprintf("WorkflowType = '%s'", workflows.DeadLetterName), fmt.Sprintf("CdcStatus = '%s'", workflows.StatusParked)}
+	q := []string{fmt.Sprintf("WorkflowType = '%s'", cdc.WorkflowDeadLetter), fmt.Sprintf("%s = '%s'", cdc.SearchState, cdc.StateParked)}
 	if f.table != "" {
-		q = append(q, fmt.Sprintf("CdcTable = '%s'", quote(f.table)))
+		q = append(q, fmt.Sprintf("%s = '%s'", cdc.SearchTable, quote(f.table)))
 	}
 	if f.class != "" {
-		q = append(q, fmt.Sprintf("CdcErrorClass = '%s'", quote(f.class)))
+		q = append(q, fmt.Sprintf("%s = '%s'", cdc.SearchErrorClass, quote(f.class)))
 	}
 	if !f.since.IsZero() {
 		q = append(q, fmt.Sprintf("StartTime >= '%s'", f.since.UTC().Format(time.RFC3339Nano)))
@@ -60,7 +61,7 @@ func quote(s string) string { return strings.ReplaceAll(s, "'", `\'`) }
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 || (args[0] != "list" && args[0] != "replay" && args[0] != "discard") {
-		return errors.New("usage: dlq list|replay|discard [-table T] [-class C] [-since TIME] [-until TIME] [-reason R] (see the README)")
+		return errors.New("usage: dlq list|replay|discard [-table T] [-class C] [-since TIME] [-until TIME] [-reason R] (see docs/operations.md)")
 	}
 	cmd := args[0]
 	fs := flag.NewFlagSet("dlq "+cmd, flag.ContinueOnError)
@@ -74,7 +75,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&reason, "reason", "", "why the changes are discarded (required for discard)")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return config.ErrHelp
+			return program.ErrHelp
 		}
 		return err
 	}
@@ -88,8 +89,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if cmd == "discard" && strings.TrimSpace(reason) == "" {
 		return errors.New("discard needs -reason")
 	}
-	var tcfg config.Temporal
-	if err := config.Process(&tcfg); err != nil {
+	tcfg, err := config.LoadTemporal()
+	if err != nil {
 		return err
 	}
 	tc, err := temporalx.Dial(ctx, tcfg.Address, tcfg.Namespace, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -108,9 +109,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintln(out, id)
 			continue
 		case "replay":
-			err = tc.SignalWorkflow(ctx, id, "", workflows.SignalReplay, nil)
+			err = tc.SignalWorkflow(ctx, id, "", cdc.SignalReplay, nil)
 		case "discard":
-			err = tc.SignalWorkflow(ctx, id, "", workflows.SignalDiscard, workflows.DiscardRequest{Reason: reason})
+			err = tc.SignalWorkflow(ctx, id, "", cdc.SignalDiscard, cdc.DiscardRequest{Reason: reason})
 		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %w", cmd, id, err)

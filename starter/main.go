@@ -1,32 +1,24 @@
 // Command starter is cdcflow's thin Kafka poller: it cuts the change stream
-// into batches and starts one ApplyBatch workflow per batch.
+// into batches and starts one ApplyBatch workflow per batch. It does no
+// database work.
 package main
 
 import (
 	"context"
-	"os"
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/poller"
+	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
-func main() { config.Main("starter", run) }
+func main() { program.Main("starter", run) }
 
 func run(ctx context.Context, args []string) error {
-	var cfg config.Starter
-	if err := config.ParseFlags("starter", "starts one Temporal workflow per batch of Kafka change events", args, &cfg, os.Stdout); err != nil {
-		return err
-	}
-	cfg, err := config.LoadStarter()
+	cfg, log, err := program.Setup(ctx, "starter", "starts one Temporal workflow per batch of Kafka change events", args, config.LoadStarter)
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger()
-	if err := cfg.ServePprof(ctx, log); err != nil {
-		return err
-	}
-
 	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
 	if err != nil {
 		return err
@@ -34,8 +26,7 @@ func run(ctx context.Context, args []string) error {
 	defer tc.Close()
 
 	p := poller.New(poller.Config{
-		Brokers:        cfg.Brokers,
-		Topic:          cfg.Topic,
+		Conn:           cfg.Conn,
 		GroupID:        cfg.GroupID,
 		TaskQueue:      cfg.TaskQueue,
 		MaxEvents:      cfg.BatchMaxEvents,

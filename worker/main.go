@@ -1,40 +1,32 @@
 // Command worker runs cdcflow's workflows and activities: it applies batches
-// of change events to the destination PostgreSQL.
+// of change events to the destination PostgreSQL and parks what cannot be
+// applied.
 package main
 
 import (
 	"context"
 	"fmt"
-	"os"
-	"time"
 
-	"github.com/segmentio/kafka-go"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
-	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/deadletter"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/metrics"
+	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/migrations"
 	"github.com/cdcflow/cdcflow/workflows"
 )
 
-func main() { config.Main("worker", run) }
+func main() { program.Main("worker", run) }
 
 func run(ctx context.Context, args []string) error {
-	var cfg config.Worker
-	if err := config.ParseFlags("worker", "applies change batches to the destination PostgreSQL", args, &cfg, os.Stdout); err != nil {
-		return err
-	}
-	cfg, err := config.LoadWorker()
+	cfg, log, err := program.Setup(ctx, "worker", "applies change batches to the destination PostgreSQL", args, config.LoadWorker)
 	if err != nil {
-		return err
-	}
-	log := cfg.Logger()
-	if err := cfg.ServePprof(ctx, log); err != nil {
 		return err
 	}
 
@@ -52,26 +44,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-
-	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
-	if err != nil {
-		return err
-	}
-	defer tc.Close()
-
-	w := worker.New(tc, cfg.TaskQueue, worker.Options{
-		MaxConcurrentActivityExecutionSize: cfg.Activities,
-	})
-	workflows.Register(w)
-	dlq := &kafka.Writer{
-		Addr:         kafka.TCP(cfg.Brokers...),
-		RequiredAcks: kafka.RequireAll,
-		BatchTimeout: time.Millisecond, // one dead letter at a time
-		// The DLQ topic should be created with the change topic; where the
-		// broker allows it, the first dead letter creates it.
-		AllowAutoTopicCreation: true,
-		BatchBytes:             event.MaxEventBytes + 64<<10,
-	}
+	// The DLQ topic should be created with the change topic; where the
+	// broker allows it, the first dead letter creates it.
+	dlq := kafkax.NewWriter(cfg.Brokers, cfg.DLQTopic, kafkax.WriterOptions{AutoCreateTopic: true})
 	defer dlq.Close()
 	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, log)
 	if err != nil {
@@ -81,8 +56,16 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+
+	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	w := worker.New(tc, cfg.TaskQueue, worker.Options{MaxConcurrentActivityExecutionSize: cfg.Activities})
+	workflows.Register(w)
 	w.RegisterActivity(&activities.Apply{Applier: apl, Metrics: m})
-	w.RegisterActivity(&activities.DeadLetters{Pool: pool, Publisher: dlq, Topic: cfg.DLQTopic, Metrics: m})
+	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Metrics: m})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}

@@ -1,4 +1,5 @@
-// Package workflows holds cdcflow's deterministic workflow code.
+// Package workflows holds cdcflow's deterministic workflow code: ApplyBatch,
+// one per batch the starter cuts, and DeadLetter, one per parked change.
 package workflows
 
 import (
@@ -12,63 +13,29 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/cdcflow/cdcflow/activities"
-	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
-// ApplyBatchName is the registered name of the ApplyBatch workflow.
-const ApplyBatchName = "ApplyBatch"
-
-// BatchInput describes one batch of messages from one Kafka partition, as the
-// starter cut it. Its events travel beside it, as the workflow's second
-// argument; those and Poison together cover every offset of the range.
-type BatchInput struct {
-	Topic       string   `json:"topic"`
-	Partition   int      `json:"partition"`
-	FirstOffset int64    `json:"first_offset"`
-	LastOffset  int64    `json:"last_offset"`
-	EventCount  int      `json:"event_count"`
-	Offsets     []int64  `json:"offsets,omitempty"` // Kafka offset of each event
-	Poison      []Poison `json:"poison,omitempty"`
-	// MaxAttempts is how often an event failing for a permanent reason is
-	// tried before it is dead-lettered (0: DefaultMaxAttempts).
-	MaxAttempts int `json:"max_attempts,omitempty"`
+// Register registers every cdcflow workflow with w.
+func Register(w worker.WorkflowRegistry) {
+	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: cdc.WorkflowApplyBatch})
+	w.RegisterWorkflowWithOptions(DeadLetter, workflow.RegisterOptions{Name: cdc.WorkflowDeadLetter})
 }
 
-// DefaultMaxAttempts is the default of BatchInput.MaxAttempts.
-const DefaultMaxAttempts = 3
+// Typed keys of the search attributes of DeadLetter workflows.
+var (
+	searchTable      = temporal.NewSearchAttributeKeyKeyword(cdc.SearchTable)
+	searchErrorClass = temporal.NewSearchAttributeKeyKeyword(cdc.SearchErrorClass)
+	searchState      = temporal.NewSearchAttributeKeyKeyword(cdc.SearchState)
+)
 
-// Poison is a message that could not be decoded into an event.
-type Poison struct {
-	Offset int64 `json:"offset"`
-	// Value is the message as received, cut to PoisonValueLimit bytes; the
-	// original stays in Kafka at Offset.
-	Value     []byte `json:"value"`
-	Size      int    `json:"size"`
-	Truncated bool   `json:"truncated,omitempty"`
-	Error     string `json:"error"`
-}
-
-// PoisonValueLimit bounds the copy of an undecodable message kept in a batch.
-const PoisonValueLimit = 16 << 10
-
-// BatchSummary is the result of ApplyBatch, shown in the Temporal Web UI.
-type BatchSummary struct {
-	Events     int `json:"events"`
-	Applied    int `json:"applied"`
-	Superseded int `json:"superseded"`
-	Duplicates int `json:"duplicates"`
-	// Failed counts messages that were not applied: each is dead-lettered.
-	Failed int `json:"failed"`
-	// DeadLetters are the IDs of the DeadLetter workflows of failed messages.
-	DeadLetters []string `json:"dead_letters,omitempty"`
-}
-
-func (s *BatchSummary) add(r applier.Result) {
-	s.Applied += r.Applied
-	s.Superseded += r.Superseded
-	s.Duplicates += r.Duplicates
-}
+// Activities are run through method references of nil structs: the worker
+// registered the real ones, and the method names are the activity names.
+var (
+	apply       *activities.Apply
+	deadLetters *activities.DeadLetters
+)
 
 // ApplyRetryPolicy retries transient failures (destination down, serialization
 // failures, deadlocks) without limit, backing off to one attempt every 30 s.
@@ -97,143 +64,156 @@ func localActivities(ctx workflow.Context) workflow.Context {
 
 // ApplyBatch applies one batch to the destination. It never decodes the
 // events: they go to the apply activity as they came. Events that fail for a
-// permanent reason are tried again MaxAttempts times in all, then parked: in
-// the DLQ topic, the dead_letters table, and a DeadLetter workflow each,
-// which outlives the batch and waits for a person's decision.
-func ApplyBatch(ctx workflow.Context, in BatchInput, events event.Batch) (BatchSummary, error) {
+// permanent reason are tried MaxAttempts times in all, then parked: in the
+// DLQ topic, the dead_letters table, and a DeadLetter workflow each, which
+// outlives the batch and waits for a person's decision.
+func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cdc.BatchSummary, error) {
 	ctx = localActivities(ctx)
-	if workflow.GetVersion(ctx, "dead-letters", workflow.DefaultVersion, 1) == workflow.DefaultVersion {
-		return applyBatchV0(ctx, in, events)
+	b := newBatch(ctx, in)
+	parked := b.poisonRecords(ctx)
+	failed, err := b.applyWithRetries(ctx, events)
+	if err != nil {
+		return b.summary, err
 	}
-	sum := BatchSummary{Events: in.EventCount + len(in.Poison)}
-	info := workflow.GetInfo(ctx)
-	parked := make([]activities.DeadLetter, 0, len(in.Poison))
-	base := activities.DeadLetter{Topic: in.Topic, Partition: in.Partition,
-		BatchWorkflowID: info.WorkflowExecution.ID, BatchRunID: info.WorkflowExecution.RunID}
-	for _, p := range in.Poison {
-		// Decoding again cannot help: park at once.
-		dl := base
-		dl.ID = fmt.Sprintf("dlq-%s-%d-%d", in.Topic, in.Partition, p.Offset)
-		dl.Offset, dl.ErrorClass, dl.Error, dl.Attempts = p.Offset, applier.ErrTypeInvalidEvent, p.Error, 1
-		dl.FirstFailure, dl.LastFailure, dl.Message = workflow.Now(ctx), workflow.Now(ctx), p.Value
-		parked = append(parked, dl)
-	}
-
-	if in.EventCount > 0 {
-		maxAttempts := in.MaxAttempts
-		if maxAttempts <= 0 {
-			maxAttempts = DefaultMaxAttempts
-		}
-		first := workflow.Now(ctx)
-		var only []int
-		var failed []activities.FailedEvent
-		for attempt := 1; attempt <= maxAttempts; attempt++ {
-			if attempt > 1 {
-				if err := workflow.Sleep(ctx, time.Duration(1<<(attempt-2))*time.Second); err != nil {
-					return sum, err
-				}
-			}
-			var out activities.ApplyOutcome
-			if err := workflow.ExecuteLocalActivity(ctx, activities.ApplyBatchName, events, only).Get(ctx, &out); err != nil {
-				return sum, batchError(in, err)
-			}
-			sum.add(out.Result)
-			if failed = out.Failed; len(failed) == 0 {
-				break
-			}
-			only = only[:0]
-			for _, f := range failed {
-				only = append(only, f.Index)
-			}
-		}
-		for _, f := range failed {
-			dl := base
-			dl.ID = fmt.Sprintf("dlq-%d", f.ActionID)
-			dl.ActionID, dl.Table, dl.ErrorClass, dl.Error, dl.Attempts = f.ActionID, f.Table, f.Class, f.Error, maxAttempts
-			dl.Offset = -1
-			if f.Index < len(in.Offsets) {
-				dl.Offset = in.Offsets[f.Index]
-			}
-			dl.FirstFailure, dl.LastFailure, dl.Message = first, workflow.Now(ctx), f.Message
-			parked = append(parked, dl)
-		}
-	}
-
-	for _, dl := range parked {
-		if err := park(ctx, dl); err != nil {
-			return sum, err
-		}
-		sum.Failed++
-		sum.DeadLetters = append(sum.DeadLetters, dl.ID)
-	}
-	return sum, nil
+	parked = append(parked, b.failureRecords(ctx, failed)...)
+	return b.summary, b.park(ctx, parked)
 }
 
-// park records a dead letter and starts its DeadLetter workflow, which is
-// abandoned by the batch so that it waits on after the batch completed.
-func park(ctx workflow.Context, dl activities.DeadLetter) error {
-	workflow.GetLogger(ctx).Warn("parking change", "id", dl.ID, "error_class", dl.ErrorClass, "error", dl.Error)
-	if err := workflow.ExecuteLocalActivity(ctx, activities.ParkName, dl).Get(ctx, nil); err != nil {
-		return fmt.Errorf("park %s: %w", dl.ID, err)
+// batch is the state of one ApplyBatch run.
+type batch struct {
+	in      cdc.BatchInput
+	summary cdc.BatchSummary
+	// record holds what every dead letter of this batch shares.
+	record cdc.DeadLetterRecord
+	// firstFailure is when the first attempt to apply was made.
+	firstFailure time.Time
+}
+
+func newBatch(ctx workflow.Context, in cdc.BatchInput) *batch {
+	info := workflow.GetInfo(ctx)
+	if in.MaxAttempts <= 0 {
+		in.MaxAttempts = cdc.DefaultMaxAttempts
 	}
+	return &batch{
+		in:      in,
+		summary: cdc.BatchSummary{Events: in.EventCount + len(in.Poison)},
+		record: cdc.DeadLetterRecord{Topic: in.Topic, Partition: in.Partition,
+			BatchWorkflowID: info.WorkflowExecution.ID, BatchRunID: info.WorkflowExecution.RunID},
+	}
+}
+
+// poisonRecords makes a dead letter of every message that did not decode:
+// decoding again cannot help, so they are parked at once.
+func (b *batch) poisonRecords(ctx workflow.Context) []cdc.DeadLetterRecord {
+	now := workflow.Now(ctx)
+	out := make([]cdc.DeadLetterRecord, 0, len(b.in.Poison))
+	for _, p := range b.in.Poison {
+		rec := b.record
+		rec.ID = cdc.PoisonDeadLetterID(b.in.Topic, b.in.Partition, p.Offset)
+		rec.Offset, rec.ErrorClass, rec.Error, rec.Attempts = p.Offset, cdc.ClassInvalidEvent, p.Error, 1
+		rec.FirstFailure, rec.LastFailure, rec.Message = now, now, p.Value
+		out = append(out, rec)
+	}
+	return out
+}
+
+// applyWithRetries applies the events, then retries the ones that failed for
+// a permanent reason, alone, until MaxAttempts tries in all, with a growing
+// pause between tries. It returns the events that failed every time.
+func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cdc.FailedEvent, error) {
+	if b.in.EventCount == 0 {
+		return nil, nil
+	}
+	b.firstFailure = workflow.Now(ctx)
+	var only []int // empty: the whole batch
+	var failed []cdc.FailedEvent
+	for attempt := 1; attempt <= b.in.MaxAttempts; attempt++ {
+		if attempt > 1 {
+			if err := workflow.Sleep(ctx, time.Duration(1<<(attempt-2))*time.Second); err != nil {
+				return nil, err
+			}
+		}
+		var out cdc.ApplyOutcome
+		if err := workflow.ExecuteLocalActivity(ctx, apply.ApplyEvents, events, only).Get(ctx, &out); err != nil {
+			return nil, b.applyError(err)
+		}
+		b.summary.Counts = b.summary.Counts.Add(out.Counts)
+		if failed = out.Failed; len(failed) == 0 {
+			return nil, nil
+		}
+		only = only[:0]
+		for _, f := range failed {
+			only = append(only, f.Index)
+		}
+	}
+	return failed, nil
+}
+
+// failureRecords makes a dead letter of every event that failed all its tries.
+func (b *batch) failureRecords(ctx workflow.Context, failed []cdc.FailedEvent) []cdc.DeadLetterRecord {
+	now := workflow.Now(ctx)
+	out := make([]cdc.DeadLetterRecord, 0, len(failed))
+	for _, f := range failed {
+		rec := b.record
+		rec.ID = cdc.DeadLetterID(f.ActionID)
+		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = f.ActionID, f.Table, f.ErrorClass, f.Error, b.in.MaxAttempts
+		rec.Offset = -1
+		if f.Index < len(b.in.Offsets) {
+			rec.Offset = b.in.Offsets[f.Index]
+		}
+		rec.FirstFailure, rec.LastFailure, rec.Message = b.firstFailure, now, f.Message
+		out = append(out, rec)
+	}
+	return out
+}
+
+// park records each dead letter and starts its DeadLetter workflow, which the
+// batch abandons so that it waits on after the batch completed.
+func (b *batch) park(ctx workflow.Context, records []cdc.DeadLetterRecord) error {
+	for _, rec := range records {
+		workflow.GetLogger(ctx).Warn("parking change", "id", rec.ID, "error_class", rec.ErrorClass, "error", rec.Error)
+		if err := workflow.ExecuteLocalActivity(ctx, deadLetters.Park, rec).Get(ctx, nil); err != nil {
+			return fmt.Errorf("park %s: %w", rec.ID, err)
+		}
+		if err := startDeadLetter(ctx, rec); err != nil {
+			return err
+		}
+		b.summary.Failed++
+		b.summary.DeadLetters = append(b.summary.DeadLetters, rec.ID)
+	}
+	return nil
+}
+
+func startDeadLetter(ctx workflow.Context, rec cdc.DeadLetterRecord) error {
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID:        dl.ID,
+		WorkflowID:        rec.ID,
 		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			SearchTable.ValueSet(dl.Table), SearchErrorClass.ValueSet(dl.ErrorClass), SearchStatus.ValueSet(StatusParked)),
-		Memo: map[string]any{"error": dl.Error, "error_class": dl.ErrorClass, "action_id": dl.ActionID},
+			searchTable.ValueSet(rec.Table), searchErrorClass.ValueSet(string(rec.ErrorClass)),
+			searchState.ValueSet(string(cdc.StateParked))),
+		Memo: map[string]any{"error": rec.Error, "error_class": rec.ErrorClass, "action_id": rec.ActionID},
 	})
-	child := workflow.ExecuteChildWorkflow(cctx, DeadLetterName, DeadLetterInput{Record: dl})
+	child := workflow.ExecuteChildWorkflow(cctx, cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: rec})
 	var started workflow.Execution
 	if err := child.GetChildWorkflowExecution().Get(ctx, &started); err != nil {
 		var exists *temporal.ChildWorkflowExecutionAlreadyStartedError
 		if errors.As(err, &exists) {
 			return nil // parked before, by an earlier delivery of the same change
 		}
-		return fmt.Errorf("start DeadLetter workflow %s: %w", dl.ID, err)
+		return fmt.Errorf("start DeadLetter workflow %s: %w", rec.ID, err)
 	}
 	return nil
 }
 
-func batchError(in BatchInput, err error) error {
-	// Keep the activity's error type, so that the failed workflow can be
-	// found by it, and say which batch it was.
+// applyError fails the batch for an error the apply activity gave up on. It
+// keeps the activity's error type, so that the failed workflow can be found
+// by it, and says which batch it was.
+func (b *batch) applyError(err error) error {
 	typ, cause := "ApplyFailed", err.Error()
 	var appErr *temporal.ApplicationError
 	if errors.As(err, &appErr) {
 		typ, cause = appErr.Type(), appErr.Message()
 	}
-	msg := fmt.Sprintf("apply %s[%d] offsets %d..%d: %s", in.Topic, in.Partition, in.FirstOffset, in.LastOffset, cause)
+	msg := fmt.Sprintf("apply %s[%d] offsets %d..%d: %s", b.in.Topic, b.in.Partition, b.in.FirstOffset, b.in.LastOffset, cause)
 	return temporal.NewNonRetryableApplicationError(msg, typ, err)
-}
-
-// applyBatchV0 is ApplyBatch before dead letters: poison was logged and
-// skipped, and a permanent failure failed the whole batch. It stays for
-// workflows started before, which replay through it.
-func applyBatchV0(ctx workflow.Context, in BatchInput, events event.Batch) (BatchSummary, error) {
-	sum := BatchSummary{Events: in.EventCount + len(in.Poison), Failed: len(in.Poison)}
-	for _, p := range in.Poison {
-		workflow.GetLogger(ctx).Error("undecodable message skipped", "topic", in.Topic, "partition", in.Partition,
-			"offset", p.Offset, "error", p.Error)
-	}
-	if in.EventCount == 0 {
-		return sum, nil
-	}
-	var out activities.ApplyOutcome
-	if err := workflow.ExecuteLocalActivity(ctx, activities.ApplyBatchName, events, []int(nil)).Get(ctx, &out); err != nil {
-		return sum, batchError(in, err)
-	}
-	if len(out.Failed) > 0 {
-		f := out.Failed[0]
-		return sum, batchError(in, temporal.NewNonRetryableApplicationError(
-			fmt.Sprintf("action_id %d: %s", f.ActionID, f.Error), f.Class, nil))
-	}
-	sum.add(out.Result)
-	return sum, nil
-}
-
-// Register registers every cdcflow workflow with w.
-func Register(w worker.WorkflowRegistry) {
-	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: ApplyBatchName})
-	w.RegisterWorkflowWithOptions(DeadLetter, workflow.RegisterOptions{Name: DeadLetterName})
 }

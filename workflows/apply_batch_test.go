@@ -1,169 +1,148 @@
 package workflows
 
 import (
-	"context"
-	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/mock"
-	"go.temporal.io/sdk/activity"
-	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/temporal"
 
-	"github.com/cdcflow/cdcflow/activities"
-	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
-	"github.com/cdcflow/cdcflow/internal/temporalx"
 )
 
-func testEvents(t *testing.T, n int) event.Batch {
-	encoded := make([][]byte, n)
-	for i := range encoded {
-		b, err := event.Encode(event.Event{ActionID: int64(i + 1), Table: "public.employees", Op: event.OpInsert,
-			Key: json.RawMessage(`{"emp_id":1}`), After: json.RawMessage(`{"emp_id":1}`),
-			CommitTime: time.Date(2026, 11, 25, 0, 0, 0, 0, time.UTC), SchemaVersion: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		encoded[i] = b
-	}
-	return event.NewBatch(encoded)
-}
+// ignoreTimes leaves the workflow clock out of compared dead letters.
+var ignoreTimes = cmpopts.IgnoreFields(cdc.DeadLetterRecord{}, "FirstFailure", "LastFailure", "BatchRunID")
 
-// fakeApplier stands in for the destination in workflow unit tests only; the
-// activity and end-to-end tests use real PostgreSQL.
-type fakeApplier struct {
-	results []error // returned by successive calls; nil means success
-	calls   int
-}
+func TestApplyBatchParksPoisonAndSummarizes(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 5)
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 4, Duplicates: 1}}, nil).Once()
+	in := cdc.BatchInput{Topic: "t", Partition: 2, FirstOffset: 10, LastOffset: 15, EventCount: 5, Offsets: []int64{10, 11, 13, 14, 15},
+		Poison: []cdc.Poison{{Offset: 12, Value: []byte("{"), Size: 1, Error: "invalid change event: unexpected EOF"}}}
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, in, events)
 
-func (f *fakeApplier) ApplyIsolating(ctx context.Context, evs []event.Event) (applier.Result, []applier.Failure, error) {
-	res, err := f.Apply(ctx, evs)
-	var perm *applier.PermanentError
-	if errors.As(err, &perm) {
-		for i, ev := range evs {
-			if ev.ActionID == perm.ActionID {
-				return applier.Result{Applied: len(evs) - 1}, []applier.Failure{{Index: i, ActionID: perm.ActionID,
-					Table: "public.x", Class: perm.Type, Error: perm.Msg}}, nil
-			}
-		}
-	}
-	return res, nil, err
-}
-
-func (f *fakeApplier) Apply(_ context.Context, evs []event.Event) (applier.Result, error) {
-	f.calls++
-	if f.calls <= len(f.results) && f.results[f.calls-1] != nil {
-		return applier.Result{}, f.results[f.calls-1]
-	}
-	if len(evs) == 0 || evs[0].ActionID < 1 {
-		return applier.Result{}, errors.New("the activity did not decode the batch")
-	}
-	return applier.Result{Applied: len(evs) - 1, Duplicates: 1}, nil
-}
-
-// parked records what the Park and Settle activities were asked to do.
-type parked struct {
-	letters []activities.DeadLetter
-	settled []string
-}
-
-func newEnv(t *testing.T, f *fakeApplier) (*testsuite.TestWorkflowEnvironment, *parked) {
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestWorkflowEnvironment()
-	env.SetDataConverter(temporalx.DataConverter())
-	Register(env)
-	env.RegisterActivity(&activities.Apply{Applier: f})
-	// The DeadLetter workflows a batch starts are abandoned and would wait
-	// for a person; here they only need to start. dead_letter_test.go runs them.
-	env.OnWorkflow(DeadLetterName, mock.Anything, mock.Anything).Return(DeadLetterStatus{State: StatusParked}, nil)
-	return env, recordDeadLetters(env)
-}
-
-// recordDeadLetters stands in for the Park and Settle activities.
-func recordDeadLetters(env *testsuite.TestWorkflowEnvironment) *parked {
-	p := &parked{}
-	env.RegisterActivityWithOptions(func(_ context.Context, dl activities.DeadLetter) error {
-		p.letters = append(p.letters, dl)
-		return nil
-	}, activity.RegisterOptions{Name: activities.ParkName})
-	env.RegisterActivityWithOptions(func(_ context.Context, id, status, decision string) error {
-		p.settled = append(p.settled, id+" "+status+" "+decision)
-		return nil
-	}, activity.RegisterOptions{Name: activities.SettleName})
-	return p
-}
-
-func TestApplyBatchSummary(t *testing.T) {
-	f := &fakeApplier{}
-	env, p := newEnv(t, f)
-	in := BatchInput{Topic: "t", Partition: 2, FirstOffset: 10, LastOffset: 15, EventCount: 5, Offsets: []int64{10, 11, 13, 14, 15},
-		Poison: []Poison{{Offset: 12, Value: []byte("{"), Size: 1, Error: "invalid change event: unexpected EOF"}}}
-	env.ExecuteWorkflow(ApplyBatchName, in, testEvents(t, 5))
-	if err := env.GetWorkflowError(); err != nil {
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	var sum BatchSummary
-	if err := env.GetWorkflowResult(&sum); err != nil {
-		t.Fatal(err)
+	want := cdc.BatchSummary{Events: 6, Counts: cdc.Counts{Applied: 4, Duplicates: 1}, Failed: 1, DeadLetters: []string{"dlq-t-2-12"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
-	if sum.Events != 6 || sum.Applied != 4 || sum.Duplicates != 1 || sum.Failed != 1 ||
-		len(sum.DeadLetters) != 1 || sum.DeadLetters[0] != "dlq-t-2-12" {
-		t.Fatalf("summary %+v", sum)
-	}
-	if len(p.letters) != 1 || p.letters[0].ErrorClass != applier.ErrTypeInvalidEvent || p.letters[0].Offset != 12 ||
-		string(p.letters[0].Message) != "{" || p.letters[0].Attempts != 1 {
-		t.Fatalf("parked %+v", p.letters)
+	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-t-2-12", Topic: "t", Partition: 2, Offset: 12, ErrorClass: cdc.ClassInvalidEvent,
+		Error: "invalid change event: unexpected EOF", Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("{")}}
+	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
+		t.Fatalf("parked (-want +got):\n%s", diff)
 	}
 }
 
-func TestApplyBatchRetriesTransientErrors(t *testing.T) {
-	f := &fakeApplier{results: []error{errors.New("connection refused"), errors.New("deadlock detected")}}
-	env, p := newEnv(t, f)
-	env.ExecuteWorkflow(ApplyBatchName, BatchInput{Topic: "t", EventCount: 3}, testEvents(t, 3))
-	if err := env.GetWorkflowError(); err != nil {
-		t.Fatal(err)
+// TestApplyBatchFailsOnUnretryableError: an error the activity gives up on
+// (its retry policy never does for transient ones) fails the batch with the
+// activity's error type and the batch's place in Kafka.
+func TestApplyBatchFailsOnUnretryableError(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything).
+		Return(cdc.ApplyOutcome{}, temporal.NewNonRetryableApplicationError("batch is not a JSON array", string(cdc.ClassInvalidEvent), nil)).Once()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 5, LastOffset: 9, EventCount: 5}, event.Batch("x"))
+	var appErr *temporal.ApplicationError
+	if err := env.GetWorkflowError(); !errors.As(err, &appErr) {
+		t.Fatalf("workflow error %v, want an application error", err)
 	}
-	if f.calls != 3 || len(p.letters) != 0 {
-		t.Fatalf("%d attempts and %d dead letters, want 3 attempts and none: transient errors are never dead-lettered", f.calls, len(p.letters))
+	if appErr.Type() != string(cdc.ClassInvalidEvent) || appErr.Message() != "apply t[1] offsets 5..9: batch is not a JSON array" {
+		t.Fatalf("error %s: %q", appErr.Type(), appErr.Message())
 	}
 }
 
-func TestApplyBatchDeadLettersAfterMaxAttempts(t *testing.T) {
-	perm := &applier.PermanentError{Type: applier.ErrTypeTableNotAllowed, ActionID: 2,
-		Msg: `table "public.x" is not on the allowlist (CDCFLOW_TABLES)`}
-	f := &fakeApplier{results: []error{perm, perm, perm, perm}}
-	env, p := newEnv(t, f)
-	env.ExecuteWorkflow(ApplyBatchName, BatchInput{Topic: "t", Partition: 1, FirstOffset: 5, LastOffset: 7, EventCount: 3,
-		Offsets: []int64{5, 6, 7}}, testEvents(t, 3))
-	var sum BatchSummary
-	if err := env.GetWorkflowResult(&sum); err != nil {
+func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 3)
+	failed := cdc.FailedEvent{Index: 1, ActionID: 2, Table: "public.x", ErrorClass: cdc.ClassTableNotAllowed,
+		Error: `table "public.x" is not on the allowlist (CDCFLOW_TABLES)`, Message: []byte(`{"action_id":2}`)}
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}, Failed: []cdc.FailedEvent{failed}}, nil).Once()
+	// The later tries are of the failed event alone.
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{1}).
+		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{failed}}, nil).Twice()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 5, LastOffset: 7, EventCount: 3,
+		Offsets: []int64{5, 6, 7}}, events)
+
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	if f.calls != 3 {
-		t.Fatalf("%d attempts, want 3 (DefaultMaxAttempts)", f.calls)
+	want := cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 2}, Failed: 1, DeadLetters: []string{"dlq-2"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
-	if sum.Failed != 1 || len(sum.DeadLetters) != 1 || sum.DeadLetters[0] != "dlq-2" {
-		t.Fatalf("summary %+v", sum)
+	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-2", ActionID: 2, Topic: "t", Partition: 1, Offset: 6, Table: "public.x",
+		ErrorClass: cdc.ClassTableNotAllowed, Error: failed.Error, Attempts: cdc.DefaultMaxAttempts,
+		BatchWorkflowID: "default-test-workflow-id", Message: failed.Message}}
+	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
+		t.Fatalf("parked (-want +got):\n%s", diff)
 	}
-	dl := p.letters[0]
-	if dl.ErrorClass != applier.ErrTypeTableNotAllowed || dl.Attempts != 3 || dl.Offset != 6 || dl.ActionID != 2 ||
-		dl.Error != perm.Msg || !dl.LastFailure.After(dl.FirstFailure) || !strings.Contains(string(dl.Message), `"action_id":2`) {
-		t.Fatalf("dead letter %+v", dl)
+	// Between the first and the last try the workflow paused 1 s, then 2 s.
+	if rec := (*parked)[0]; rec.LastFailure.Sub(rec.FirstFailure) != 3*time.Second {
+		t.Fatalf("failures from %s to %s, want 3s apart", rec.FirstFailure, rec.LastFailure)
+	}
+}
+
+// TestApplyBatchRetryThatPasses: an event that fails once for a permanent
+// reason and then applies (the cause was fixed meanwhile) is not parked.
+func TestApplyBatchRetryThatPasses(t *testing.T) {
+	env := newEnv(t)
+	events := batchOf(t, 2)
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1},
+		Failed: []cdc.FailedEvent{{Index: 0, ActionID: 1, ErrorClass: cdc.ClassConstraint}}}, nil).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}}, nil).Once()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 2, MaxAttempts: 5}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 2, Counts: cdc.Counts{Applied: 2}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
 }
 
 func TestApplyBatchAllPoison(t *testing.T) {
-	f := &fakeApplier{}
-	env, _ := newEnv(t, f)
-	env.ExecuteWorkflow(ApplyBatchName, BatchInput{Topic: "t", Poison: []Poison{{Offset: 1, Error: "x"}, {Offset: 2, Error: "y"}}}, event.Batch(nil))
-	var sum BatchSummary
-	if err := env.GetWorkflowResult(&sum); err != nil {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Poison: []cdc.Poison{{Offset: 1, Error: "x"}, {Offset: 2, Error: "y"}}}, event.Batch(nil))
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	if sum.Events != 2 || sum.Failed != 2 || len(sum.DeadLetters) != 2 || f.calls != 0 {
-		t.Fatalf("summary %+v after %d activity calls", sum, f.calls)
+	want := cdc.BatchSummary{Events: 2, Failed: 2, DeadLetters: []string{"dlq-t-0-1", "dlq-t-0-2"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	if len(*parked) != 2 {
+		t.Fatalf("parked %d, want 2", len(*parked))
+	}
+}
+
+// TestApplyBatchRetriesTransientErrors: a failing activity (destination down,
+// deadlock) is retried by the retry policy until it passes, and nothing is
+// parked.
+func TestApplyBatchRetriesTransientErrors(t *testing.T) {
+	env := newEnv(t)
+	events := batchOf(t, 3)
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{}, errors.New("connection refused")).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{}, errors.New("deadlock detected")).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 3}}, nil).Once()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 3}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 3}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
 }

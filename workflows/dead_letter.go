@@ -5,207 +5,191 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/cdcflow/cdcflow/activities"
-	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
-// DeadLetterName is the registered name of the DeadLetter workflow.
-const DeadLetterName = "DeadLetter"
-
-// Signal, update and query names of the DeadLetter workflow.
-const (
-	// SignalReplay re-applies the parked change; its optional payload is a
-	// ReplayRequest.
-	SignalReplay = "replay"
-	// SignalDiscard gives the change up; its payload is a DiscardRequest.
-	SignalDiscard = "discard"
-	// UpdateReplay replays with a corrected row image, validated before it is
-	// accepted, and returns the status after the attempt.
-	UpdateReplay = "replay-corrected"
-	// QueryStatus returns a DeadLetterStatus.
-	QueryStatus = "status"
-)
-
-// States of a parked change.
-const (
-	StatusParked    = "parked"
-	StatusReplayed  = "replayed"
-	StatusDiscarded = "discarded"
-)
-
-// Search attributes of DeadLetter workflows. The server must know them:
-// `temporal operator search-attribute create --name CdcTable --type Keyword`
-// and likewise for the other two (the dev server of `make run` and the
-// tests registers them).
-var (
-	SearchTable      = temporal.NewSearchAttributeKeyKeyword("CdcTable")
-	SearchErrorClass = temporal.NewSearchAttributeKeyKeyword("CdcErrorClass")
-	SearchStatus     = temporal.NewSearchAttributeKeyKeyword("CdcStatus")
-)
-
-// SearchAttributes lists the search attributes cdcflow uses, name -> type.
-var SearchAttributes = map[string]string{"CdcTable": "Keyword", "CdcErrorClass": "Keyword", "CdcStatus": "Keyword"}
-
-// DeadLetterInput starts a DeadLetter workflow.
-type DeadLetterInput struct {
-	Record activities.DeadLetter `json:"record"`
-}
-
-// ReplayRequest is the payload of a replay: empty to apply the change as it
-// was, or with After, a complete corrected row image.
-type ReplayRequest struct {
-	After json.RawMessage `json:"after,omitempty"`
-}
-
-// DiscardRequest is the payload of a discard.
-type DiscardRequest struct {
-	Reason string `json:"reason"`
-}
-
-// Decision is one thing a person asked of a parked change, and what came of it.
-type Decision struct {
-	At        time.Time `json:"at"`
-	Action    string    `json:"action"` // replay, discard, or rejected for an unusable request
-	Corrected bool      `json:"corrected,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	Outcome   string    `json:"outcome,omitempty"`
-	Error     string    `json:"error,omitempty"`
-}
-
-// DeadLetterStatus is the answer to the status query and the workflow's
-// result: the parked change as recorded, kept up to date by failed replays,
-// with its state and the decisions taken on it.
-type DeadLetterStatus struct {
-	activities.DeadLetter
-	State     string          `json:"state"`
-	Event     json.RawMessage `json:"event,omitempty"` // the change, when it is JSON (Message is then empty)
-	Decisions []Decision      `json:"decisions"`
-}
-
-// DeadLetter holds one parked change until a person replays or discards it.
-func DeadLetter(ctx workflow.Context, in DeadLetterInput) (DeadLetterStatus, error) {
+// DeadLetter holds one parked change until a person replays or discards it:
+// by the replay and discard signals, or the replay-corrected update. It
+// answers the status query all along, and returns the final status.
+func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterStatus, error) {
 	ctx = localActivities(ctx)
-	rec := in.Record
-	st := DeadLetterStatus{DeadLetter: rec, State: StatusParked, Decisions: []Decision{}}
+	d := newDeadLetter(ctx, in.Record)
+	if err := d.register(ctx); err != nil {
+		return d.status, err
+	}
+	if err := workflow.Await(ctx, d.decided); err != nil {
+		return d.status, err
+	}
+	if err := d.settle(ctx); err != nil {
+		return d.status, err
+	}
+	// Let an update waiting on the decision return before completing.
+	if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+		return d.status, err
+	}
+	return d.status, nil
+}
+
+// deadLetter is the state of one DeadLetter run. Every request takes lock
+// before it looks at the state, so a replay by signal and one by update, or
+// a replay and a discard, never interleave: the second sees what the first
+// decided.
+type deadLetter struct {
+	record   cdc.DeadLetterRecord
+	status   cdc.DeadLetterStatus
+	decision string // what Settle records: the discard reason, or the replay's outcome
+	lock     workflow.Mutex
+}
+
+func newDeadLetter(ctx workflow.Context, rec cdc.DeadLetterRecord) *deadLetter {
+	st := cdc.DeadLetterStatus{DeadLetterRecord: rec, State: cdc.StateParked, Decisions: []cdc.Decision{}}
 	if json.Valid(rec.Message) { //workflowcheck:ignore parsing bytes is deterministic
 		st.Event, st.Message = json.RawMessage(rec.Message), nil
 	}
-	if err := workflow.SetQueryHandler(ctx, QueryStatus, func() (DeadLetterStatus, error) { return st, nil }); err != nil {
-		return st, err
-	}
-
-	requests := workflow.NewChannel(ctx) // replays asked for by update
-	err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateReplay,
-		func(ctx workflow.Context, req ReplayRequest) (DeadLetterStatus, error) {
-			n := len(st.Decisions)
-			requests.Send(ctx, req)
-			if err := workflow.Await(ctx, func() bool { return len(st.Decisions) > n }); err != nil {
-				return st, err
-			}
-			return st, nil
-		},
-		workflow.UpdateHandlerOptions{Validator: func(req ReplayRequest) error {
-			if st.State != StatusParked {
-				return fmt.Errorf("dead letter %s is %s already", st.ID, st.State)
-			}
-			return checkRowImage(req.After)
-		}})
-	if err != nil {
-		return st, err
-	}
-
-	replays := workflow.GetSignalChannel(ctx, SignalReplay)
-	discards := workflow.GetSignalChannel(ctx, SignalDiscard)
-	for st.State == StatusParked {
-		var replay *ReplayRequest
-		sel := workflow.NewSelector(ctx)
-		sel.AddReceive(replays, func(c workflow.ReceiveChannel, _ bool) {
-			var raw json.RawMessage
-			c.Receive(ctx, &raw)
-			req, err := parseReplay(raw)
-			if err != nil {
-				st.Decisions = append(st.Decisions, Decision{At: workflow.Now(ctx), Action: "rejected", Error: err.Error()})
-				return
-			}
-			replay = &req
-		})
-		sel.AddReceive(requests, func(c workflow.ReceiveChannel, _ bool) {
-			var req ReplayRequest
-			c.Receive(ctx, &req)
-			replay = &req
-		})
-		sel.AddReceive(discards, func(c workflow.ReceiveChannel, _ bool) {
-			var raw json.RawMessage
-			c.Receive(ctx, &raw)
-			req, err := parseDiscard(raw)
-			if err != nil {
-				st.Decisions = append(st.Decisions, Decision{At: workflow.Now(ctx), Action: "rejected", Error: err.Error()})
-				return
-			}
-			st.State = StatusDiscarded
-			st.Decisions = append(st.Decisions, Decision{At: workflow.Now(ctx), Action: SignalDiscard, Reason: req.Reason})
-		})
-		sel.Select(ctx)
-		if replay != nil {
-			doReplay(ctx, &st, rec, *replay)
-		}
-	}
-
-	last := st.Decisions[len(st.Decisions)-1]
-	decision := last.Reason
-	if st.State == StatusReplayed {
-		decision = last.Outcome
-	}
-	if err := workflow.ExecuteLocalActivity(ctx, activities.SettleName, rec.ID, st.State, decision).Get(ctx, nil); err != nil {
-		return st, err
-	}
-	if err := workflow.UpsertTypedSearchAttributes(ctx, SearchStatus.ValueSet(st.State)); err != nil {
-		return st, err
-	}
-	// Let an update that asked for the last replay return before completing.
-	if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
-		return st, err
-	}
-	return st, nil
+	return &deadLetter{record: rec, status: st, lock: workflow.NewMutex(ctx)}
 }
 
-// doReplay applies the parked change once more and records what happened.
-func doReplay(ctx workflow.Context, st *DeadLetterStatus, rec activities.DeadLetter, req ReplayRequest) {
-	d := Decision{At: workflow.Now(ctx), Action: SignalReplay, Corrected: req.After != nil}
-	var res applier.Result
-	err := workflow.ExecuteLocalActivity(ctx, activities.ReplayEventName,
-		activities.ReplayRequest{Message: rec.Message, After: req.After}).Get(ctx, &res)
+func (d *deadLetter) decided() bool { return d.status.State != cdc.StateParked }
+
+// register installs the query and update handlers and the signal receivers.
+func (d *deadLetter) register(ctx workflow.Context) error {
+	if err := workflow.SetQueryHandler(ctx, cdc.QueryStatus, d.query); err != nil {
+		return err
+	}
+	err := workflow.SetUpdateHandlerWithOptions(ctx, cdc.UpdateReplayCorrected, d.replayCorrected,
+		workflow.UpdateHandlerOptions{Validator: d.validateReplayCorrected})
 	if err != nil {
+		return err
+	}
+	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalReplay, d.replaySignal) })
+	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalDiscard, d.discardSignal) })
+	return nil
+}
+
+// receive hands every payload of the signal name to handle, in order.
+func (d *deadLetter) receive(ctx workflow.Context, name string, handle func(workflow.Context, json.RawMessage)) {
+	ch := workflow.GetSignalChannel(ctx, name)
+	for {
+		var raw json.RawMessage
+		ch.Receive(ctx, &raw)
+		handle(ctx, raw)
+	}
+}
+
+func (d *deadLetter) query() (cdc.DeadLetterStatus, error) { return d.status, nil }
+
+// replaySignal replays the change as it was, or with the payload's corrected
+// row image.
+func (d *deadLetter) replaySignal(ctx workflow.Context, raw json.RawMessage) {
+	req, err := parseReplay(raw)
+	d.decide(ctx, err, func() { d.replay(ctx, req) })
+}
+
+// discardSignal gives the change up, for the payload's reason.
+func (d *deadLetter) discardSignal(ctx workflow.Context, raw json.RawMessage) {
+	req, err := parseDiscard(raw)
+	d.decide(ctx, err, func() {
+		d.status.State, d.decision = cdc.StateDiscarded, req.Reason
+		d.status.Decisions = append(d.status.Decisions, cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, Reason: req.Reason})
+	})
+}
+
+// decide runs act under the lock, unless the request was malformed (invalid)
+// or the change is decided already: such a request is recorded as rejected.
+func (d *deadLetter) decide(ctx workflow.Context, invalid error, act func()) {
+	if err := d.lock.Lock(ctx); err != nil {
+		return
+	}
+	defer d.lock.Unlock()
+	if invalid == nil && d.decided() {
+		invalid = d.alreadyDecided()
+	}
+	if invalid != nil {
+		d.reject(ctx, invalid)
+		return
+	}
+	act()
+}
+
+// validateReplayCorrected refuses an update before it is accepted: when the
+// change is decided already, or the row image is unusable.
+func (d *deadLetter) validateReplayCorrected(req cdc.ReplayRequest) error {
+	if d.decided() {
+		return d.alreadyDecided()
+	}
+	return checkRowImage(req.After)
+}
+
+// replayCorrected replays with a corrected row image and returns the status
+// after the attempt.
+func (d *deadLetter) replayCorrected(ctx workflow.Context, req cdc.ReplayRequest) (cdc.DeadLetterStatus, error) {
+	if err := d.lock.Lock(ctx); err != nil {
+		return d.status, err
+	}
+	defer d.lock.Unlock()
+	// A replay by signal may have decided the change since validation.
+	if d.decided() {
+		return d.status, d.alreadyDecided()
+	}
+	d.replay(ctx, req)
+	return d.status, nil
+}
+
+// replay applies the parked change once more and records what happened: a
+// failure keeps it parked, with the new error.
+func (d *deadLetter) replay(ctx workflow.Context, req cdc.ReplayRequest) {
+	ctx = localActivities(ctx) // an update handler's context lacks the options
+	dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionReplay, Corrected: req.After != nil}
+	var counts cdc.Counts
+	err := workflow.ExecuteLocalActivity(ctx, apply.ReplayChange, cdc.ReplayInput{Message: d.record.Message, After: req.After}).Get(ctx, &counts)
+	if err != nil {
+		dec.Error = err.Error()
 		var appErr *temporal.ApplicationError
-		d.Error = err.Error()
 		if errors.As(err, &appErr) {
-			d.Error = appErr.Message()
-			st.ErrorClass = appErr.Type()
+			dec.Error = appErr.Message()
+			d.status.ErrorClass = cdc.ErrorClass(appErr.Type())
 		}
-		st.Error, st.LastFailure = d.Error, workflow.Now(ctx)
-		st.Attempts++
-		st.Decisions = append(st.Decisions, d)
+		d.status.Error, d.status.LastFailure = dec.Error, workflow.Now(ctx)
+		d.status.Attempts++
+		d.status.Decisions = append(d.status.Decisions, dec)
 		return
 	}
 	switch {
-	case res.Applied > 0:
-		d.Outcome = "applied"
-	case res.Superseded > 0:
-		d.Outcome = "superseded: the row already holds a newer change"
+	case counts.Applied > 0:
+		dec.Outcome = "applied"
+	case counts.Superseded > 0:
+		dec.Outcome = "superseded: the row already holds a newer change"
 	default:
-		d.Outcome = "duplicate: the change was applied before"
+		dec.Outcome = "duplicate: the change was applied before"
 	}
-	st.State = StatusReplayed
-	st.Decisions = append(st.Decisions, d)
+	d.status.State, d.decision = cdc.StateReplayed, dec.Outcome
+	d.status.Decisions = append(d.status.Decisions, dec)
 }
 
-func parseReplay(raw json.RawMessage) (ReplayRequest, error) {
-	var req ReplayRequest
+func (d *deadLetter) reject(ctx workflow.Context, err error) {
+	d.status.Decisions = append(d.status.Decisions, cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionRejected, Error: err.Error()})
+}
+
+func (d *deadLetter) alreadyDecided() error {
+	return fmt.Errorf("dead letter %s is %s already", d.record.ID, d.status.State)
+}
+
+// settle records the decision in the dead_letters table and the search
+// attributes.
+func (d *deadLetter) settle(ctx workflow.Context) error {
+	s := cdc.Settlement{ID: d.record.ID, State: d.status.State, Decision: d.decision}
+	if err := workflow.ExecuteLocalActivity(ctx, deadLetters.Settle, s).Get(ctx, nil); err != nil {
+		return err
+	}
+	return workflow.UpsertTypedSearchAttributes(ctx, searchState.ValueSet(string(d.status.State)))
+}
+
+func parseReplay(raw json.RawMessage) (cdc.ReplayRequest, error) {
+	var req cdc.ReplayRequest
 	if len(raw) == 0 || string(raw) == "null" {
 		return req, nil
 	}
@@ -215,8 +199,8 @@ func parseReplay(raw json.RawMessage) (ReplayRequest, error) {
 	return req, checkRowImage(req.After)
 }
 
-func parseDiscard(raw json.RawMessage) (DiscardRequest, error) {
-	var req DiscardRequest
+func parseDiscard(raw json.RawMessage) (cdc.DiscardRequest, error) {
+	var req cdc.DiscardRequest
 	if err := strictJSON(raw, &req); err != nil {
 		return req, fmt.Errorf("discard payload: want {\"reason\": \"...\"}: %v", err)
 	}

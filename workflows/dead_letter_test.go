@@ -1,140 +1,150 @@
 package workflows
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"go.temporal.io/sdk/activity"
+	"github.com/google/go-cmp/cmp"
+	"github.com/stretchr/testify/mock"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
-	"github.com/cdcflow/cdcflow/activities"
-	"github.com/cdcflow/cdcflow/internal/applier"
-	"github.com/cdcflow/cdcflow/internal/temporalx"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
-// replays records the ReplayEvent calls and answers them in turn.
-type replays struct {
-	answers []error
-	got     []activities.ReplayRequest
-}
-
-func deadLetterEnv(t *testing.T, r *replays) (*testsuite.TestWorkflowEnvironment, *parked) {
-	var s testsuite.WorkflowTestSuite
-	env := s.NewTestWorkflowEnvironment()
-	env.SetDataConverter(temporalx.DataConverter())
-	Register(env)
-	p := recordDeadLetters(env)
-	env.RegisterActivityWithOptions(func(_ context.Context, req activities.ReplayRequest) (applier.Result, error) {
-		r.got = append(r.got, req)
-		if n := len(r.got); n <= len(r.answers) && r.answers[n-1] != nil {
-			return applier.Result{}, r.answers[n-1]
-		}
-		return applier.Result{Applied: 1}, nil
-	}, activity.RegisterOptions{Name: activities.ReplayEventName})
-	return env, p
-}
-
-var parkedRecord = activities.DeadLetter{ID: "dlq-7", ActionID: 7, Topic: "t", Partition: 1, Offset: 42,
-	Table: "public.employees", ErrorClass: applier.ErrTypeConstraint, Error: "violates check constraint", Attempts: 3,
+var parkedRecord = cdc.DeadLetterRecord{ID: "dlq-7", ActionID: 7, Topic: "t", Partition: 1, Offset: 42,
+	Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check constraint", Attempts: 3,
 	Message: []byte(`{"action_id":7,"table":"public.employees","op":"insert","key":{"emp_id":1},"after":{"emp_id":1,"salary":-1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`)}
+
+// replayInput is what ReplayChange gets for a replay of parkedRecord.
+func replayInput(after string) cdc.ReplayInput {
+	in := cdc.ReplayInput{Message: parkedRecord.Message}
+	if after != "" {
+		in.After = json.RawMessage(after)
+	}
+	return in
+}
 
 func signal(env *testsuite.TestWorkflowEnvironment, at time.Duration, name string, payload any) {
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(name, payload) }, at)
 }
 
+// expectSettle expects the decision to be recorded once, as want.
+func expectSettle(env *testsuite.TestWorkflowEnvironment, want cdc.Settlement) {
+	env.OnActivity(deadLetters.Settle, mock.Anything, want).Return(nil).Once()
+}
+
+// decisions returns the decisions of st without their times.
+func decisions(st cdc.DeadLetterStatus) []cdc.Decision {
+	out := make([]cdc.Decision, len(st.Decisions))
+	for i, d := range st.Decisions {
+		d.At = time.Time{}
+		out[i] = d
+	}
+	return out
+}
+
 func TestDeadLetterReplayFailsThenSucceeds(t *testing.T) {
-	r := &replays{answers: []error{temporal.NewNonRetryableApplicationError("still violates", applier.ErrTypeConstraint, nil)}}
-	env, p := deadLetterEnv(t, r)
-	var mid DeadLetterStatus
-	signal(env, time.Minute, SignalReplay, nil)
+	env := newEnv(t)
+	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).
+		Return(cdc.Counts{}, temporal.NewNonRetryableApplicationError("still violates", string(cdc.ClassConstraint), nil)).Once()
+	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).Return(cdc.Counts{Applied: 1}, nil).Once()
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Decision: "applied"})
+	var mid cdc.DeadLetterStatus
+	signal(env, time.Minute, cdc.SignalReplay, nil)
 	env.RegisterDelayedCallback(func() {
-		v, err := env.QueryWorkflow(QueryStatus)
-		if err != nil {
-			t.Error(err)
-			return
+		v, err := env.QueryWorkflow(cdc.QueryStatus)
+		if err == nil {
+			err = v.Get(&mid)
 		}
-		if err := v.Get(&mid); err != nil {
+		if err != nil {
 			t.Error(err)
 		}
 	}, 2*time.Minute)
-	signal(env, 3*time.Minute, SignalReplay, map[string]any{})
-	env.ExecuteWorkflow(DeadLetterName, DeadLetterInput{Record: parkedRecord})
-	var st DeadLetterStatus
-	if err := env.GetWorkflowResult(&st); err != nil {
+	signal(env, 3*time.Minute, cdc.SignalReplay, map[string]any{})
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	var final cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&final); err != nil {
 		t.Fatal(err)
 	}
-	if mid.State != StatusParked || mid.Attempts != 4 || mid.Error != "still violates" || len(mid.Decisions) != 1 {
-		t.Fatalf("status after the failed replay %+v", mid)
+
+	failedReplay := cdc.Decision{Action: cdc.ActionReplay, Error: "still violates"}
+	wantMid := cdc.DeadLetterStatus{DeadLetterRecord: parkedRecord, State: cdc.StateParked, Event: json.RawMessage(parkedRecord.Message),
+		Decisions: []cdc.Decision{failedReplay}}
+	wantMid.Message, wantMid.Attempts, wantMid.Error = nil, 4, "still violates"
+	wantMid.LastFailure = mid.LastFailure
+	if diff := cmp.Diff(wantMid, withoutDecisionTimes(mid)); diff != "" {
+		t.Fatalf("status after the failed replay (-want +got):\n%s", diff)
 	}
-	if st.State != StatusReplayed || len(st.Decisions) != 2 || st.Decisions[1].Outcome != "applied" {
-		t.Fatalf("final status %+v", st)
+	wantDecisions := []cdc.Decision{failedReplay, {Action: cdc.ActionReplay, Outcome: "applied"}}
+	if final.State != cdc.StateReplayed {
+		t.Fatalf("final state %s, want replayed", final.State)
 	}
-	if len(p.settled) != 1 || p.settled[0] != "dlq-7 replayed applied" {
-		t.Fatalf("settled %v", p.settled)
-	}
-	if string(st.Event) != string(parkedRecord.Message) || st.Offset != 42 || st.ActionID != 7 {
-		t.Fatalf("status does not show the event: %+v", st)
+	if diff := cmp.Diff(wantDecisions, decisions(final)); diff != "" {
+		t.Fatalf("decisions (-want +got):\n%s", diff)
 	}
 }
 
+func withoutDecisionTimes(st cdc.DeadLetterStatus) cdc.DeadLetterStatus {
+	st.Decisions = decisions(st)
+	return st
+}
+
 func TestDeadLetterRejectsMalformedSignals(t *testing.T) {
-	r := &replays{}
-	env, p := deadLetterEnv(t, r)
-	signal(env, time.Minute, SignalReplay, "not an object")
-	signal(env, 2*time.Minute, SignalReplay, map[string]any{"after": []int{1}})
-	signal(env, 3*time.Minute, SignalDiscard, map[string]any{})
-	signal(env, 4*time.Minute, SignalDiscard, map[string]any{"reason": "  "})
-	signal(env, 5*time.Minute, SignalDiscard, map[string]any{"reason": "test data, not needed"})
-	env.ExecuteWorkflow(DeadLetterName, DeadLetterInput{Record: parkedRecord})
-	var st DeadLetterStatus
+	env := newEnv(t)
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Decision: "test data, not needed"})
+	signal(env, time.Minute, cdc.SignalReplay, "not an object")
+	signal(env, 2*time.Minute, cdc.SignalReplay, map[string]any{"after": []int{1}})
+	signal(env, 3*time.Minute, cdc.SignalDiscard, map[string]any{})
+	signal(env, 4*time.Minute, cdc.SignalDiscard, map[string]any{"reason": "  "})
+	signal(env, 5*time.Minute, cdc.SignalDiscard, map[string]any{"reason": "test data, not needed"})
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	var st cdc.DeadLetterStatus
 	if err := env.GetWorkflowResult(&st); err != nil {
 		t.Fatal(err)
 	}
-	if st.State != StatusDiscarded || len(r.got) != 0 {
-		t.Fatalf("state %s after %d replays", st.State, len(r.got))
+	if st.State != cdc.StateDiscarded {
+		t.Fatalf("state %s, want discarded", st.State)
 	}
-	wantErrors := []string{"replay payload: want {} or", "after: want a JSON object", "a reason is required", "a reason is required"}
-	for i, want := range wantErrors {
-		if d := st.Decisions[i]; d.Action != "rejected" || !strings.Contains(d.Error, want) {
-			t.Fatalf("decision %d: %+v, want rejected with %q", i, d, want)
-		}
+	want := []cdc.Decision{
+		{Action: cdc.ActionRejected, Error: `replay payload: want {} or {"after": {...}}: json: cannot unmarshal string into Go value of type cdc.ReplayRequest`},
+		{Action: cdc.ActionRejected, Error: "after: want a JSON object of column values"},
+		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "..."}`},
+		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "..."}`},
+		{Action: cdc.ActionDiscard, Reason: "test data, not needed"},
 	}
-	if last := st.Decisions[4]; last.Action != SignalDiscard || last.Reason != "test data, not needed" {
-		t.Fatalf("last decision %+v", last)
-	}
-	if p.settled[0] != "dlq-7 discarded test data, not needed" {
-		t.Fatalf("settled %v", p.settled)
+	if diff := cmp.Diff(want, decisions(st)); diff != "" {
+		t.Fatalf("decisions (-want +got):\n%s", diff)
 	}
 }
 
 func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
-	r := &replays{}
-	env, _ := deadLetterEnv(t, r)
+	env := newEnv(t)
+	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput(`{"emp_id":1,"salary":10}`)).Return(cdc.Counts{Applied: 1}, nil).Once()
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Decision: "applied"})
 	var rejected, accepted error
-	var result DeadLetterStatus
+	var result cdc.DeadLetterStatus
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(UpdateReplay, "bad", &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "bad", &testsuite.TestUpdateCallback{
 			OnReject:   func(err error) { rejected = err },
 			OnAccept:   func() {},
 			OnComplete: func(any, error) {},
-		}, ReplayRequest{After: json.RawMessage(`"oops"`)})
+		}, cdc.ReplayRequest{After: json.RawMessage(`"oops"`)})
 	}, time.Minute)
 	env.RegisterDelayedCallback(func() {
-		env.UpdateWorkflow(UpdateReplay, "good", &testsuite.TestUpdateCallback{
+		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "good", &testsuite.TestUpdateCallback{
 			OnReject: func(err error) { accepted = err },
 			OnAccept: func() {},
 			OnComplete: func(v any, err error) {
 				if err == nil {
-					result = v.(DeadLetterStatus)
+					result = v.(cdc.DeadLetterStatus)
 				}
 			},
-		}, ReplayRequest{After: json.RawMessage(`{"emp_id":1,"salary":10}`)})
+		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":1,"salary":10}`)})
 	}, 2*time.Minute)
-	env.ExecuteWorkflow(DeadLetterName, DeadLetterInput{Record: parkedRecord})
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatal(err)
 	}
@@ -144,10 +154,42 @@ func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
 	if accepted != nil {
 		t.Fatalf("valid update rejected: %v", accepted)
 	}
-	if len(r.got) != 1 || string(r.got[0].After) != `{"emp_id":1,"salary":10}` {
-		t.Fatalf("replays %+v", r.got)
+	want := []cdc.Decision{{Action: cdc.ActionReplay, Corrected: true, Outcome: "applied"}}
+	if result.State != cdc.StateReplayed {
+		t.Fatalf("update result state %s, want replayed", result.State)
 	}
-	if result.State != StatusReplayed || !result.Decisions[0].Corrected {
-		t.Fatalf("update result %+v", result)
+	if diff := cmp.Diff(want, decisions(result)); diff != "" {
+		t.Fatalf("decisions (-want +got):\n%s", diff)
+	}
+}
+
+// TestDeadLetterReplaySignalRacesUpdate: a replay signal and a corrected
+// replay by update arrive together. One replay runs; the other sees it and
+// is refused; the workflow completes.
+func TestDeadLetterReplaySignalRacesUpdate(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).After(time.Second).Return(cdc.Counts{Applied: 1}, nil).Once()
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Decision: "applied"})
+	var updateErr error
+	completed := false
+	env.RegisterDelayedCallback(func() {
+		env.SignalWorkflow(cdc.SignalReplay, nil)
+		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "corrected", &testsuite.TestUpdateCallback{
+			OnReject:   func(err error) { updateErr = err },
+			OnAccept:   func() {},
+			OnComplete: func(_ any, err error) { completed, updateErr = true, err },
+		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":1,"salary":10}`)})
+	}, time.Minute)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	var st cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&st); err != nil {
+		t.Fatal(err)
+	}
+	if !completed || updateErr == nil || updateErr.Error() != "dead letter dlq-7 is replayed already" {
+		t.Fatalf("update completed %v with %v, want refused as replayed already", completed, updateErr)
+	}
+	want := []cdc.Decision{{Action: cdc.ActionReplay, Outcome: "applied"}}
+	if diff := cmp.Diff(want, decisions(st)); diff != "" {
+		t.Fatalf("decisions (-want +got):\n%s", diff)
 	}
 }

@@ -1,26 +1,42 @@
 package workflows
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
+	"github.com/segmentio/kafka-go"
+	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/cdcflow/cdcflow/activities"
+	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
+	"github.com/cdcflow/cdcflow/internal/testenv"
 )
 
 // TestReplayRecordedHistories replays histories recorded from a real server
-// (go test ./internal/e2e -run TestDeadLetters -update-histories rewrites the
-// current ones; the v0 ones are from before dead letters and stay as they are).
-// A change to ApplyBatch that alters its commands for these inputs fails
-// here: put such changes behind workflow.GetVersion.
+// (testdata/*.json, written by TestRecordHistories). A change to a workflow
+// that alters the commands it issues for these inputs fails here; once
+// cdcflow is released, such a change goes behind workflow.GetVersion (see
+// docs/versioning.md).
 func TestReplayRecordedHistories(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) < 2 {
-		t.Fatalf("found %d recorded histories, want at least 2", len(files))
+	if len(files) < 3 {
+		t.Fatalf("found %d recorded histories, want at least 3", len(files))
 	}
 	for _, file := range files {
 		t.Run(filepath.Base(file), func(t *testing.T) {
@@ -35,3 +51,172 @@ func TestReplayRecordedHistories(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordHistories rewrites testdata/*.json by running each workflow on a
+// real Temporal server: CDCFLOW_RECORD_HISTORIES=1 go test ./workflows -run
+// TestRecordHistories. The activities run with scripted dependencies; only
+// the commands the workflows issue matter to the replay test.
+func TestRecordHistories(t *testing.T) {
+	if os.Getenv("CDCFLOW_RECORD_HISTORIES") == "" {
+		t.Skip("set CDCFLOW_RECORD_HISTORIES=1 to rewrite the recorded histories")
+	}
+	ctx := context.Background()
+	tmp := testenv.TemporalServer(t)
+	c := testenv.Dial(t, tmp)
+	queue := fmt.Sprintf("record-%d", time.Now().UnixNano())
+	w := worker.New(c, queue, worker.Options{})
+	Register(w)
+	w.RegisterActivity(&activities.Apply{Applier: scriptedApplier{failing: 2}})
+	w.RegisterActivity(&activities.DeadLetters{Store: &nopStore{}, Publisher: discardPublisher{}})
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	suffix := fmt.Sprint(time.Now().UnixNano())
+
+	// A batch of four events, one poison message and one event that fails
+	// every try: applied, parked twice.
+	batchID := "cdc-record-" + suffix
+	events := batchOf(t, 4)
+	in := cdc.BatchInput{Topic: "record-" + suffix, Partition: 0, FirstOffset: 0, LastOffset: 4, EventCount: 4,
+		Offsets: []int64{0, 1, 3, 4}, Poison: []cdc.Poison{{Offset: 2, Value: []byte("{"), Size: 1, Error: "invalid change event: unexpected EOF"}}}
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: batchID, TaskQueue: queue}, cdc.WorkflowApplyBatch, in, events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum cdc.BatchSummary
+	if err := run.Get(ctx, &sum); err != nil || sum.Failed != 2 {
+		t.Fatalf("batch: %+v, %v", sum, err)
+	}
+	save(t, c, batchID, "apply_batch_dead_letters.json")
+
+	// A parked change replayed by signal after a malformed request.
+	start := func(id string) client.WorkflowRun {
+		rec := cdc.DeadLetterRecord{ID: id, ActionID: 7, Topic: in.Topic, Offset: 9, Table: "public.employees",
+			ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3, Message: eventJSON(t, 7)}
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: rec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return run
+	}
+	replayID := "dlq-replay-" + suffix
+	replayed := start(replayID)
+	signal := func(id, name string, arg any) {
+		if err := c.SignalWorkflow(ctx, id, "", name, arg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	signal(replayID, cdc.SignalReplay, "not an object")
+	signal(replayID, cdc.SignalReplay, nil)
+	wait(t, replayed, cdc.StateReplayed)
+	save(t, c, replayID, "dead_letter_replay.json")
+
+	// A corrected replay by update.
+	correctedID := "dlq-corrected-" + suffix
+	corrected := start(correctedID)
+	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: correctedID, UpdateName: cdc.UpdateReplayCorrected,
+		WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":7,"salary":10}`)}}})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, corrected, cdc.StateReplayed)
+	save(t, c, correctedID, "dead_letter_corrected.json")
+
+	// A discard.
+	discardID := "dlq-discard-" + suffix
+	discarded := start(discardID)
+	signal(discardID, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "test data"})
+	wait(t, discarded, cdc.StateDiscarded)
+	save(t, c, discardID, "dead_letter_discard.json")
+}
+
+func wait(t *testing.T, run client.WorkflowRun, want cdc.State) {
+	t.Helper()
+	var st cdc.DeadLetterStatus
+	if err := run.Get(context.Background(), &st); err != nil || st.State != want {
+		t.Fatalf("%s ended %s (%v), want %s", run.GetID(), st.State, err, want)
+	}
+}
+
+// save writes the history of workflowID to testdata/file.
+func save(t *testing.T, c client.Client, workflowID, file string) {
+	t.Helper()
+	it := c.GetWorkflowHistory(context.Background(), workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var h historypb.History
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Events = append(h.Events, ev)
+	}
+	b, err := protojson.MarshalOptions{Indent: "  "}.Marshal(&h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join("testdata", file)
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wrote %s", path)
+}
+
+func eventJSON(t *testing.T, actionID int64) []byte {
+	t.Helper()
+	events, err := batchOf(t, int(actionID)).Decode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := event.Encode(events[actionID-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// scriptedApplier applies every event but the one with action_id failing,
+// which fails for a permanent reason every time.
+type scriptedApplier struct{ failing int64 }
+
+func (s scriptedApplier) Apply(_ context.Context, evs []event.Event) (cdc.Counts, error) {
+	for _, ev := range evs {
+		if ev.ActionID == s.failing {
+			return cdc.Counts{}, &applier.PermanentError{Class: cdc.ClassConstraint, ActionID: ev.ActionID, Msg: "violates check"}
+		}
+	}
+	return cdc.Counts{Applied: len(evs)}, nil
+}
+
+func (s scriptedApplier) ApplyIsolating(ctx context.Context, evs []event.Event) (cdc.Counts, []cdc.FailedEvent, error) {
+	var failed []cdc.FailedEvent
+	var rest []event.Event
+	for i, ev := range evs {
+		if ev.ActionID == s.failing {
+			failed = append(failed, cdc.FailedEvent{Index: i, ActionID: ev.ActionID, Table: ev.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check"})
+			continue
+		}
+		rest = append(rest, ev)
+	}
+	counts, err := s.Apply(ctx, rest)
+	return counts, failed, err
+}
+
+// nopStore stands in for the dead_letters table while recording.
+type nopStore struct{}
+
+func (*nopStore) Record(context.Context, cdc.DeadLetterRecord) (bool, error) { return false, nil }
+func (*nopStore) MarkPublished(context.Context, string) error                { return nil }
+func (*nopStore) Settle(_ context.Context, s cdc.Settlement) error {
+	if s.ID == "" {
+		return errors.New("settlement without an ID")
+	}
+	return nil
+}
+
+type discardPublisher struct{}
+
+func (discardPublisher) WriteMessages(context.Context, ...kafka.Message) error { return nil }

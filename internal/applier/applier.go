@@ -19,26 +19,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
 )
-
-// Result counts what happened to the events of one batch. Every event is in
-// exactly one of the three counts.
-type Result struct {
-	// Applied changes wrote their row.
-	Applied int `json:"applied"`
-	// Superseded changes were recorded but wrote nothing, because a newer
-	// change to the same row is already in the destination or in this batch.
-	Superseded int `json:"superseded"`
-	// Duplicates were applied before (their action_id is already recorded),
-	// or appear twice in the batch, and were skipped.
-	Duplicates int `json:"duplicates"`
-}
-
-// Add sums two results.
-func (r Result) Add(o Result) Result {
-	return Result{Applied: r.Applied + o.Applied, Superseded: r.Superseded + o.Superseded, Duplicates: r.Duplicates + o.Duplicates}
-}
 
 // Applier applies batches to the tables of its allowlist.
 type Applier struct {
@@ -90,23 +73,23 @@ func New(ctx context.Context, pool *pgxpool.Pool, tables []string) (*Applier, er
 // Apply applies events in one transaction. It returns a *PermanentError when
 // the batch cannot be applied as it is; any other error is transient and the
 // whole batch may be retried.
-func (a *Applier) Apply(ctx context.Context, events []event.Event) (Result, error) {
-	var res Result
+func (a *Applier) Apply(ctx context.Context, events []event.Event) (cdc.Counts, error) {
+	var res cdc.Counts
 	events, res.Duplicates = dedupe(events)
 	byTable, err := a.plan(ctx, events)
 	if err != nil {
-		return Result{}, err
+		return cdc.Counts{}, err
 	}
 
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
-		return Result{}, fmt.Errorf("begin apply transaction: %w", err)
+		return cdc.Counts{}, fmt.Errorf("begin apply transaction: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
 
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_batch"},
 		[]string{"action_id", "tbl", "op", "key", "after", "committed"}, stagingRows(events)); err != nil {
-		return Result{}, fmt.Errorf("stage batch: %w", classify(err))
+		return cdc.Counts{}, fmt.Errorf("stage batch: %w", classify(err))
 	}
 
 	batch := &pgx.Batch{}
@@ -123,19 +106,19 @@ func (a *Applier) Apply(ctx context.Context, events []event.Event) (Result, erro
 	var fresh, won int
 	if err := br.QueryRow().Scan(&fresh, &won); err != nil {
 		br.Close()
-		return Result{}, fmt.Errorf("record action ids: %w", classify(err))
+		return cdc.Counts{}, fmt.Errorf("record action ids: %w", classify(err))
 	}
 	for range batch.Len() - 1 {
 		if _, err := br.Exec(); err != nil {
 			br.Close()
-			return Result{}, fmt.Errorf("write rows: %w", classify(err))
+			return cdc.Counts{}, fmt.Errorf("write rows: %w", classify(err))
 		}
 	}
 	if err := br.Close(); err != nil {
-		return Result{}, fmt.Errorf("write rows: %w", classify(err))
+		return cdc.Counts{}, fmt.Errorf("write rows: %w", classify(err))
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Result{}, fmt.Errorf("commit batch: %w", classify(err))
+		return cdc.Counts{}, fmt.Errorf("commit batch: %w", classify(err))
 	}
 	res.Duplicates += len(events) - fresh
 	res.Applied = won
@@ -184,7 +167,7 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 		p := plans[ev.Table]
 		if p == nil {
 			if !a.allowed[ev.Table] {
-				return nil, &PermanentError{Type: ErrTypeTableNotAllowed, ActionID: ev.ActionID,
+				return nil, &PermanentError{Class: cdc.ClassTableNotAllowed, ActionID: ev.ActionID,
 					Msg: fmt.Sprintf("table %q is not on the allowlist (CDCFLOW_TABLES)", ev.Table)}
 			}
 			info, err := a.table(ctx, ev.Table, false)
@@ -204,7 +187,7 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 		}
 		cols, err := ev.AfterColumns()
 		if err != nil {
-			return nil, &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
+			return nil, &PermanentError{Class: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
 		}
 		if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 			return nil, err
@@ -227,14 +210,14 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {
 	cols, err := ev.KeyColumns()
 	if err != nil {
-		return &PermanentError{Type: ErrTypeInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
+		return &PermanentError{Class: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
 	}
 	if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 		return err
 	}
 	cols = slices.Sorted(slices.Values(cols))
 	if !slices.Equal(cols, p.info.sortedPK) {
-		return &PermanentError{Type: ErrTypeKeyMismatch, ActionID: ev.ActionID,
+		return &PermanentError{Class: cdc.ClassKeyMismatch, ActionID: ev.ActionID,
 			Msg: fmt.Sprintf("table %s: key columns (%s) are not the primary key (%s)",
 				p.info.name, strings.Join(cols, ", "), strings.Join(p.info.sortedPK, ", "))}
 	}
@@ -254,7 +237,7 @@ func (a *Applier) checkColumns(ctx context.Context, p *tablePlan, actionID int64
 		}
 		p.info = info
 		if !info.columns[c] {
-			return &PermanentError{Type: ErrTypeUnknownColumn, ActionID: actionID,
+			return &PermanentError{Class: cdc.ClassUnknownColumn, ActionID: actionID,
 				Msg: fmt.Sprintf("table %s has no column %q", info.name, c)}
 		}
 	}
@@ -332,10 +315,10 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	if len(t.columns) == 0 {
-		return nil, &PermanentError{Type: ErrTypeSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
+		return nil, &PermanentError{Class: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
 	}
 	if len(t.sortedPK) == 0 {
-		return nil, &PermanentError{Type: ErrTypeSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}
+		return nil, &PermanentError{Class: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}
 	}
 	slices.Sort(t.sortedPK)
 	t.deleteSQL = t.buildDeleteSQL()

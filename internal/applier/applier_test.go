@@ -5,111 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/cdcflow/cdcflow/internal/applier"
-	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
-	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
-
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
-
-// dest is a migrated destination database with an applier on it.
-type dest struct {
-	pool *pgxpool.Pool
-	apl  *applier.Applier
-}
-
-func newDest(t *testing.T, tables ...string) *dest {
-	t.Helper()
-	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "applier")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if len(tables) == 0 {
-		tables = []string{"public.employees"}
-	}
-	apl, err := applier.New(ctx, pool, tables)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &dest{pool: pool, apl: apl}
-}
-
-func (d *dest) exec(t *testing.T, sql string) {
-	t.Helper()
-	if _, err := d.pool.Exec(context.Background(), sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func (d *dest) apply(t *testing.T, evs ...event.Event) applier.Result {
-	t.Helper()
-	res, err := d.apl.Apply(context.Background(), evs)
-	if err != nil {
-		t.Fatalf("apply: %v", err)
-	}
-	return res
-}
-
-// rows returns employees as "id:first:city:salary" lines in key order.
-func (d *dest) rows(t *testing.T) string {
-	t.Helper()
-	rows, err := d.pool.Query(context.Background(),
-		`SELECT emp_id, coalesce(first_name, 'NULL'), coalesce(city, 'NULL'), coalesce(salary::text, 'NULL'), coalesce(dob::text, 'NULL') FROM employees ORDER BY emp_id`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id int
-		var first, city, salary, dob string
-		if err := rows.Scan(&id, &first, &city, &salary, &dob); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, fmt.Sprintf("%d:%s:%s:%s:%s", id, first, city, salary, dob))
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return strings.Join(out, " ")
-}
-
-func (d *dest) count(t *testing.T, sql string) int {
-	t.Helper()
-	var n int
-	if err := d.pool.QueryRow(context.Background(), sql).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
-var commit = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-
-func emp(id int64, op event.Op, empID int, first, city string, salary int) event.Event {
-	ev := event.Event{ActionID: id, Table: "public.employees", Op: op, CommitTime: commit, SchemaVersion: 1,
-		Key: json.RawMessage(fmt.Sprintf(`{"emp_id":%d}`, empID))}
-	if op != event.OpDelete {
-		ev.After = json.RawMessage(fmt.Sprintf(
-			`{"emp_id":%d,"first_name":%q,"last_name":"L","dob":"1990-01-02","city":%q,"salary":%d}`, empID, first, city, salary))
-	}
-	return ev
-}
 
 func TestInsertUpdateDeleteReinsert(t *testing.T) {
 	events := []event.Event{
@@ -130,7 +36,7 @@ func TestInsertUpdateDeleteReinsert(t *testing.T) {
 			t.Fatalf("rows %q, want %q", got, want)
 		}
 		// One winning change per key; the rest were overtaken within the batch.
-		if res != (applier.Result{Applied: 3, Superseded: 4}) {
+		if res != (cdc.Counts{Applied: 3, Superseded: 4}) {
 			t.Fatalf("result %+v", res)
 		}
 		if n := d.count(t, `SELECT count(*) FROM cdcflow.row_versions WHERE deleted`); n != 1 {
@@ -140,7 +46,7 @@ func TestInsertUpdateDeleteReinsert(t *testing.T) {
 	t.Run("one batch per event", func(t *testing.T) {
 		d := newDest(t)
 		for _, ev := range events {
-			if res := d.apply(t, ev); res != (applier.Result{Applied: 1}) {
+			if res := d.apply(t, ev); res != (cdc.Counts{Applied: 1}) {
 				t.Fatalf("event %d: result %+v", ev.ActionID, res)
 			}
 		}
@@ -157,13 +63,13 @@ func TestDuplicateActionIDsAreSkipped(t *testing.T) {
 	before := d.rows(t)
 
 	res := d.apply(t, batch...)
-	if res != (applier.Result{Duplicates: 2}) {
+	if res != (cdc.Counts{Duplicates: 2}) {
 		t.Fatalf("redelivered batch: %+v, want 2 duplicates", res)
 	}
 	// A duplicate with a different payload is still skipped: action_id decides.
 	res = d.apply(t, emp(2, event.OpUpdate, 1, "Eve", "Nice", 999), emp(2, event.OpUpdate, 1, "Eve", "Nice", 999),
 		emp(3, event.OpUpdate, 1, "Ada", "Bern", 120), emp(3, event.OpUpdate, 1, "Ada", "Bern", 120))
-	if res != (applier.Result{Applied: 1, Duplicates: 3}) {
+	if res != (cdc.Counts{Applied: 1, Duplicates: 3}) {
 		t.Fatalf("mixed batch: %+v, want 1 applied, 3 duplicates", res)
 	}
 	if before != "1:Ada:Rome:110:1990-01-02" {
@@ -188,11 +94,11 @@ func TestOutOfOrderBatchesNeverMoveRowsBackwards(t *testing.T) {
 		emp(20, event.OpUpdate, 1, "Ada", "Rome", 150),
 		emp(21, event.OpDelete, 2, "", "", 0),
 	}
-	if res := d.apply(t, newer...); res != (applier.Result{Applied: 2}) {
+	if res := d.apply(t, newer...); res != (cdc.Counts{Applied: 2}) {
 		t.Fatalf("newer batch: %+v", res)
 	}
 	res := d.apply(t, older...)
-	if res != (applier.Result{Applied: 1, Superseded: 2}) {
+	if res != (cdc.Counts{Applied: 1, Superseded: 2}) {
 		t.Fatalf("older batch: %+v, want emp 3 applied and 2 superseded", res)
 	}
 	// emp 2 stays deleted (tombstone), emp 1 keeps the newer image.
@@ -264,15 +170,15 @@ func TestColumnSetsAndNulls(t *testing.T) {
 	}
 }
 
-// permanent asserts err is a PermanentError of type typ whose text holds msg.
-func permanent(t *testing.T, err error, typ, msg string) {
+// permanent asserts err is a PermanentError of class whose text holds msg.
+func permanent(t *testing.T, err error, class cdc.ErrorClass, msg string) {
 	t.Helper()
 	var perm *applier.PermanentError
 	if !errors.As(err, &perm) {
-		t.Fatalf("error %v (%T), want a permanent %s error", err, err, typ)
+		t.Fatalf("error %v (%T), want a permanent %s error", err, err, class)
 	}
-	if perm.Type != typ || !strings.Contains(err.Error(), msg) {
-		t.Fatalf("error %s %q, want %s containing %q", perm.Type, err, typ, msg)
+	if perm.Class != class || !strings.Contains(err.Error(), msg) {
+		t.Fatalf("error %s %q, want %s containing %q", perm.Class, err, class, msg)
 	}
 	if applier.IsTransient(err) {
 		t.Fatal("permanent error reported as transient")
@@ -285,7 +191,7 @@ func TestRejectsTableNotOnAllowlist(t *testing.T) {
 	ev := event.Event{ActionID: 1, Table: "public.secrets", Op: event.OpInsert, CommitTime: commit, SchemaVersion: 1,
 		Key: json.RawMessage(`{"id":1}`), After: json.RawMessage(`{"id":1,"v":"x"}`)}
 	_, err := d.apl.Apply(context.Background(), []event.Event{emp(2, event.OpInsert, 1, "Ada", "Oslo", 1), ev})
-	permanent(t, err, applier.ErrTypeTableNotAllowed, `action_id 1: table "public.secrets" is not on the allowlist`)
+	permanent(t, err, cdc.ClassTableNotAllowed, `action_id 1: table "public.secrets" is not on the allowlist`)
 	// The batch is all or nothing.
 	if n := d.count(t, `SELECT count(*) FROM secrets`) + d.count(t, `SELECT count(*) FROM employees`) +
 		d.count(t, `SELECT count(*) FROM cdcflow.processed_events`); n != 0 {
@@ -302,13 +208,13 @@ func TestHostileIdentifiers(t *testing.T) {
 	ev := emp(1, event.OpInsert, 1, "Ada", "Oslo", 1)
 	ev.Table, _ = event.NormalizeTable(hostile)
 	_, err := d.apl.Apply(context.Background(), []event.Event{ev})
-	permanent(t, err, applier.ErrTypeTableNotAllowed, `table "public.employees\"; drop table x; --" is not on the allowlist`)
+	permanent(t, err, cdc.ClassTableNotAllowed, `table "public.employees\"; drop table x; --" is not on the allowlist`)
 
 	// As a column name from data: the destination has no such column.
 	ev = emp(2, event.OpInsert, 1, "Ada", "Oslo", 1)
 	ev.After = json.RawMessage(`{"emp_id":1,"salary\"; drop table x; --":5}`)
 	_, err = d.apl.Apply(context.Background(), []event.Event{ev})
-	permanent(t, err, applier.ErrTypeUnknownColumn, `table public.employees has no column "salary\"; drop table x; --"`)
+	permanent(t, err, cdc.ClassUnknownColumn, `table public.employees has no column "salary\"; drop table x; --"`)
 
 	// Allowlisted on purpose: a table whose name needs quoting is written correctly.
 	d.exec(t, `CREATE TABLE public."employees""; drop table x; --" ("we""ird" int PRIMARY KEY, "v; --" text)`)
@@ -336,19 +242,19 @@ func TestPermanentErrors(t *testing.T) {
 	cases := []struct {
 		name string
 		ev   event.Event
-		typ  string
+		typ  cdc.ErrorClass
 		msg  string
 	}{
 		{"unknown column", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"nickname":"A"}`),
-			applier.ErrTypeUnknownColumn, `table public.employees has no column "nickname"`},
+			cdc.ClassUnknownColumn, `table public.employees has no column "nickname"`},
 		{"key is not the primary key", withKey(emp(1, event.OpInsert, 1, "", "", 0), `{"first_name":"A"}`),
-			applier.ErrTypeKeyMismatch, "key columns (first_name) are not the primary key (emp_id)"},
+			cdc.ClassKeyMismatch, "key columns (first_name) are not the primary key (emp_id)"},
 		{"value of the wrong type", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"salary":"lots"}`),
-			applier.ErrTypeInvalidValue, `invalid input syntax for type integer: "lots" [SQLSTATE 22P02]`},
+			cdc.ClassInvalidValue, `invalid input syntax for type integer: "lots" [SQLSTATE 22P02]`},
 		{"bad date", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"dob":"1990-02-31"}`),
-			applier.ErrTypeInvalidValue, `date/time field value out of range: "1990-02-31"`},
+			cdc.ClassInvalidValue, `date/time field value out of range: "1990-02-31"`},
 		{"null primary key", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":null}`),
-			applier.ErrTypeConstraint, `null value in column "emp_id"`},
+			cdc.ClassConstraint, `null value in column "emp_id"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -376,12 +282,6 @@ func TestNewChecksTables(t *testing.T) {
 	}
 }
 
-func withAfter(ev event.Event, after string) event.Event {
-	ev.After = json.RawMessage(after)
-	return ev
-}
-func withKey(ev event.Event, key string) event.Event { ev.Key = json.RawMessage(key); return ev }
-
 func TestApplyIsolatingSetsAsideBadEvents(t *testing.T) {
 	d := newDest(t)
 	d.exec(t, `ALTER TABLE employees ADD CONSTRAINT salary_positive CHECK (salary >= 0)`)
@@ -399,14 +299,17 @@ func TestApplyIsolatingSetsAsideBadEvents(t *testing.T) {
 	if res.Applied != 97 {
 		t.Fatalf("result %+v, want 97 applied", res)
 	}
-	want := map[int64]string{11: applier.ErrTypeConstraint, 41: applier.ErrTypeTableNotAllowed, 71: applier.ErrTypeUnknownColumn}
-	if len(failed) != 3 {
-		t.Fatalf("failed %+v, want 3", failed)
+	want := []cdc.FailedEvent{
+		{Index: 10, ActionID: 11, Table: "public.employees", ErrorClass: cdc.ClassConstraint,
+			Error: `table employees: new row for relation "employees" violates check constraint "salary_positive" (Failing row contains (11, Bad, L, 1990-01-02, Oslo, -5).) [SQLSTATE 23514]`},
+		{Index: 40, ActionID: 41, Table: "public.payroll", ErrorClass: cdc.ClassTableNotAllowed,
+			Error: `table "public.payroll" is not on the allowlist (CDCFLOW_TABLES)`},
+		{Index: 70, ActionID: 71, Table: "public.employees", ErrorClass: cdc.ClassUnknownColumn,
+			Error: `table public.employees has no column "nickname"`},
 	}
-	for _, f := range failed {
-		if want[f.ActionID] != f.Class || evs[f.Index].ActionID != f.ActionID || f.Error == "" {
-			t.Fatalf("failure %+v, want class %s", f, want[f.ActionID])
-		}
+	slices.SortFunc(failed, func(a, b cdc.FailedEvent) int { return a.Index - b.Index })
+	if diff := cmp.Diff(want, failed); diff != "" {
+		t.Fatalf("failed events (-want +got):\n%s", diff)
 	}
 	if n := d.count(t, `SELECT count(*) FROM employees`); n != 97 {
 		t.Fatalf("%d rows, want 97", n)

@@ -5,25 +5,14 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5/pgconn"
-)
 
-// Error types of permanent failures. They travel to Temporal as the type of a
-// non-retryable application error, so they are part of cdcflow's interface:
-// operators filter on them, and later dead-letter handling keys on them.
-const (
-	ErrTypeTableNotAllowed = "TableNotAllowed"
-	ErrTypeUnknownColumn   = "UnknownColumn"
-	ErrTypeKeyMismatch     = "KeyMismatch"
-	ErrTypeInvalidValue    = "InvalidValue"
-	ErrTypeConstraint      = "ConstraintViolation"
-	ErrTypeSchema          = "SchemaMismatch"
-	ErrTypeInvalidEvent    = "InvalidEvent"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
 // PermanentError is a failure that retrying cannot fix: the event or the
 // destination schema must change first.
 type PermanentError struct {
-	Type     string
+	Class    cdc.ErrorClass
 	ActionID int64 // the event at fault, when known
 	Msg      string
 	Err      error
@@ -49,14 +38,14 @@ func classify(err error) error {
 	if !errors.As(err, &pgErr) {
 		return err
 	}
-	var typ string
+	var class cdc.ErrorClass
 	switch pgErr.Code[:2] {
 	case "22":
-		typ = ErrTypeInvalidValue
+		class = cdc.ClassInvalidValue
 	case "23":
-		typ = ErrTypeConstraint
+		class = cdc.ClassConstraint
 	case "42":
-		typ = ErrTypeSchema
+		class = cdc.ClassSchema
 	default:
 		return err
 	}
@@ -67,5 +56,5 @@ func classify(err error) error {
 	if pgErr.TableName != "" {
 		msg = fmt.Sprintf("table %s: %s", pgErr.TableName, msg)
 	}
-	return &PermanentError{Type: typ, Msg: fmt.Sprintf("%s [SQLSTATE %s]", msg, pgErr.Code), Err: err}
+	return &PermanentError{Class: class, Msg: fmt.Sprintf("%s [SQLSTATE %s]", msg, pgErr.Code), Err: err}
 }

@@ -4,39 +4,32 @@ import (
 	"context"
 	"errors"
 
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
 )
-
-// Failure is one event that could not be applied for a permanent reason.
-type Failure struct {
-	Index    int    `json:"index"` // position in the batch given to ApplyIsolating
-	ActionID int64  `json:"action_id"`
-	Table    string `json:"table"`
-	Class    string `json:"class"` // one of the ErrType constants
-	Error    string `json:"error"`
-}
 
 // ApplyIsolating applies events like Apply, but when the batch fails for a
 // permanent reason it finds the events at fault and applies all the others:
 // an event named by a validation error is set aside at once, and a failure
 // inside PostgreSQL is narrowed down by bisection, each half in its own
 // transaction. Only transient errors are returned as errors, with nothing
-// reported as failed; the caller retries the whole call.
-func (a *Applier) ApplyIsolating(ctx context.Context, events []event.Event) (Result, []Failure, error) {
+// reported as failed; the caller retries the whole call. A failed event's
+// Index is its position in events; its Message is left for the caller.
+func (a *Applier) ApplyIsolating(ctx context.Context, events []event.Event) (cdc.Counts, []cdc.FailedEvent, error) {
 	idx := make([]int, len(events))
 	for i := range idx {
 		idx[i] = i
 	}
-	var res Result
-	var failed []Failure
+	var res cdc.Counts
+	var failed []cdc.FailedEvent
 	err := a.isolate(ctx, events, idx, &res, &failed)
 	if err != nil {
-		return Result{}, nil, err
+		return cdc.Counts{}, nil, err
 	}
 	return res, failed, nil
 }
 
-func (a *Applier) isolate(ctx context.Context, events []event.Event, idx []int, res *Result, failed *[]Failure) error {
+func (a *Applier) isolate(ctx context.Context, events []event.Event, idx []int, res *cdc.Counts, failed *[]cdc.FailedEvent) error {
 	for len(idx) > 0 {
 		batch := make([]event.Event, len(idx))
 		for i, j := range idx {
@@ -82,9 +75,8 @@ func position(batch []event.Event, actionID int64) int {
 	return -1
 }
 
-func failure(events []event.Event, i int, perm *PermanentError) Failure {
-	msg := perm.Msg
-	return Failure{Index: i, ActionID: events[i].ActionID, Table: events[i].Table, Class: perm.Type, Error: msg}
+func failure(events []event.Event, i int, perm *PermanentError) cdc.FailedEvent {
+	return cdc.FailedEvent{Index: i, ActionID: events[i].ActionID, Table: events[i].Table, ErrorClass: perm.Class, Error: perm.Msg}
 }
 
 // fromDatabase reports whether PostgreSQL raised the error (classify), as

@@ -22,6 +22,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
 // Config is what capture needs.
@@ -131,7 +132,7 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 		if err != nil {
 			return fmt.Errorf("encode action_id %d: %w", ev.ActionID, err)
 		}
-		msgs = append(msgs, kafka.Message{Key: []byte(ev.Table + ":" + key), Value: value})
+		msgs = append(msgs, kafkax.Message(ev, value))
 		ids = append(ids, ev.ActionID)
 		return nil
 	})

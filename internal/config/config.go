@@ -1,23 +1,21 @@
-// Package config reads cdcflow's settings from the environment with
-// envconfig. Every variable has a local default, so the binaries start
-// against `make run`'s services with no environment at all.
+// Package config loads and validates cdcflow's settings from the environment
+// with envconfig. Every invalid value is reported as one *Error naming its
+// variable. The programs' start-up (flags, logger, pprof) is internal/program.
 package config
 
 import (
-	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	_ "net/http/pprof" // served only when CDCFLOW_PPROF_ADDR is set
-	"os"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
 // Temporal locates the Temporal service.
@@ -33,27 +31,32 @@ type Log struct {
 	PprofAddr string     `envconfig:"CDCFLOW_PPROF_ADDR" desc:"serve Go's pprof profiles on this host:port (off when empty)"`
 }
 
-// Worker configures the worker binary.
-type Worker struct {
+// Service is what every long-running program that speaks to Temporal and
+// Kafka shares.
+type Service struct {
 	Temporal
 	Log
-	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
-	Tables  []string `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated allowlist of tables to replicate (schema.table)"`
-	// Activities bounds concurrent apply activities, and so destination connections.
-	Activities  int      `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
-	Migrate     bool     `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
-	Brokers     []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers (for the dead-letter topic)"`
-	Topic       string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
-	DLQTopic    string   `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
-	MetricsAddr string   `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+	kafkax.Conn
 }
 
-// Starter configures the starter binary.
+// LogSettings returns l; every program's settings have it through Log.
+func (l Log) LogSettings() Log { return l }
+
+// Worker configures the worker.
+type Worker struct {
+	Service
+	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
+	Tables  []string `envconfig:"CDCFLOW_TABLES" desc:"comma-separated allowlist of tables to write (schema.table); required"`
+	// Activities bounds concurrent apply activities, and so destination connections.
+	Activities  int    `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
+	Migrate     bool   `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
+	DLQTopic    string `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	MetricsAddr string `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+}
+
+// Starter configures the starter.
 type Starter struct {
-	Temporal
-	Log
-	Brokers        []string      `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
-	Topic          string        `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	Service
 	GroupID        string        `envconfig:"CDCFLOW_GROUP_ID" default:"cdcflow-starter" desc:"Kafka consumer group of the starter"`
 	BatchMaxEvents int           `envconfig:"CDCFLOW_BATCH_MAX_EVENTS" default:"2000" desc:"cut a batch at this many events"`
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
@@ -63,106 +66,118 @@ type Starter struct {
 	SessionTimeout time.Duration `envconfig:"CDCFLOW_KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout: how soon a crashed starter's partitions move to another"`
 }
 
-// Capture configures the capture program.
+// Capture configures capture.
 type Capture struct {
 	Log
+	kafkax.Conn
 	SourceDSN    string        `envconfig:"CDCFLOW_SOURCE_DSN" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"source PostgreSQL connection string"`
-	Tables       []string      `envconfig:"CDCFLOW_TABLES" default:"public.employees" desc:"comma-separated tables to capture (schema.table); each needs a primary key"`
-	Brokers      []string      `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
-	Topic        string        `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	Tables       []string      `envconfig:"CDCFLOW_TABLES" desc:"comma-separated tables to capture (schema.table), each with a primary key; required"`
 	BatchSize    int           `envconfig:"CDCFLOW_CAPTURE_BATCH" default:"5000" desc:"outbox rows published per Kafka write"`
 	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
 	ReportEvery  time.Duration `envconfig:"CDCFLOW_CAPTURE_REPORT" default:"10s" desc:"how often progress and outbox backlog are logged"`
 	Migrate      bool          `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply source migrations (outbox, trigger function) at start"`
 }
 
-// LoadCapture reads the capture program's settings.
-func LoadCapture() (Capture, error) {
-	var c Capture
-	if err := Process(&c); err != nil {
-		return c, err
-	}
-	switch {
-	case c.BatchSize < 1 || c.BatchSize > 100000:
-		return c, invalid("CDCFLOW_CAPTURE_BATCH", c.BatchSize, "want 1..100000")
-	case c.PollInterval <= 0:
-		return c, invalid("CDCFLOW_CAPTURE_POLL", c.PollInterval, "want a positive duration such as 20ms")
-	case c.ReportEvery <= 0:
-		return c, invalid("CDCFLOW_CAPTURE_REPORT", c.ReportEvery, "want a positive duration such as 10s")
-	case len(c.Brokers) == 0:
-		return c, invalid("KAFKA_BROKERS", "", "want at least one host:port")
-	case c.Topic == "":
-		return c, invalid("CDCFLOW_TOPIC", "", "want a topic name")
-	}
-	tables, err := normalizeTables(c.Tables)
-	c.Tables = tables
-	return c, err
-}
-
-func normalizeTables(tables []string) ([]string, error) {
-	if len(tables) == 0 {
-		return nil, invalid("CDCFLOW_TABLES", "", "want at least one table")
-	}
-	out := make([]string, len(tables))
-	for i, t := range tables {
-		norm, err := event.NormalizeTable(strings.TrimSpace(t))
-		if err != nil {
-			return nil, invalid("CDCFLOW_TABLES", strings.Join(tables, ","), err.Error())
-		}
-		out[i] = norm
-	}
-	return out, nil
-}
-
-// MaxBatchBytes keeps a batch, as workflow input, well below Temporal's 2 MB
-// payload limit: the events are re-encoded with some overhead per event.
-const MaxBatchBytes = 1536 << 10
-
 // LoadWorker reads the worker's settings.
 func LoadWorker() (Worker, error) {
-	var c Worker
-	if err := Process(&c); err != nil {
-		return c, err
-	}
-	if c.Activities < 1 {
-		return c, invalid("CDCFLOW_WORKER_ACTIVITIES", c.Activities, "want at least 1")
-	}
-	if len(c.Brokers) == 0 {
-		return c, invalid("KAFKA_BROKERS", "", "want at least one host:port")
-	}
-	if c.DLQTopic == "" {
-		c.DLQTopic = c.Topic + "_dlq"
-	}
-	tables, err := normalizeTables(c.Tables)
-	c.Tables = tables
-	return c, err
+	return load(func(c *Worker) error {
+		if c.DLQTopic == "" {
+			c.DLQTopic = c.Topic + "_dlq"
+		}
+		return firstBroken(c.Conn, &c.Tables,
+			rule{"CDCFLOW_WORKER_ACTIVITIES", c.Activities, c.Activities >= 1, "want at least 1"})
+	})
 }
 
 // LoadStarter reads the starter's settings.
 func LoadStarter() (Starter, error) {
-	var c Starter
+	return load(func(c *Starter) error {
+		return firstBroken(c.Conn, nil,
+			rule{"CDCFLOW_BATCH_MAX_EVENTS", c.BatchMaxEvents, within(c.BatchMaxEvents, 1, 100000), "want 1..100000"},
+			// A batch travels as one workflow input payload, and must stay
+			// below Temporal's 2 MB limit as a single largest event does.
+			rule{"CDCFLOW_BATCH_MAX_BYTES", c.BatchMaxBytes, within(c.BatchMaxBytes, 1024, event.MaxEventBytes),
+				fmt.Sprintf("want 1024..%d", event.MaxEventBytes)},
+			rule{"CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, c.BatchMaxWait > 0, "want a positive duration such as 200ms"},
+			rule{"CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, c.SessionTimeout >= time.Second, "want at least 1s"},
+			rule{"CDCFLOW_MAX_ATTEMPTS", c.MaxAttempts, within(c.MaxAttempts, 1, 100), "want 1..100"},
+			rule{"CDCFLOW_MAX_IN_FLIGHT", c.MaxInFlight, c.MaxInFlight >= 1, "want at least 1"})
+	})
+}
+
+// LoadCapture reads capture's settings.
+func LoadCapture() (Capture, error) {
+	return load(func(c *Capture) error {
+		return firstBroken(c.Conn, &c.Tables,
+			rule{"CDCFLOW_CAPTURE_BATCH", c.BatchSize, within(c.BatchSize, 1, 100000), "want 1..100000"},
+			rule{"CDCFLOW_CAPTURE_POLL", c.PollInterval, c.PollInterval > 0, "want a positive duration such as 20ms"},
+			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"})
+	})
+}
+
+// load reads settings of type T from the environment and validates them.
+func load[T any](validate func(*T) error) (T, error) {
+	var c T
 	if err := Process(&c); err != nil {
 		return c, err
 	}
-	switch {
-	case c.BatchMaxEvents < 1 || c.BatchMaxEvents > 100000:
-		return c, invalid("CDCFLOW_BATCH_MAX_EVENTS", c.BatchMaxEvents, "want 1..100000")
-	case c.BatchMaxBytes < 1024 || c.BatchMaxBytes > MaxBatchBytes:
-		return c, invalid("CDCFLOW_BATCH_MAX_BYTES", c.BatchMaxBytes, fmt.Sprintf("want 1024..%d", MaxBatchBytes))
-	case c.BatchMaxWait <= 0:
-		return c, invalid("CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, "want a positive duration such as 200ms")
-	case c.SessionTimeout < time.Second:
-		return c, invalid("CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, "want at least 1s")
-	case c.MaxAttempts < 1 || c.MaxAttempts > 100:
-		return c, invalid("CDCFLOW_MAX_ATTEMPTS", c.MaxAttempts, "want 1..100")
-	case c.MaxInFlight < 1:
-		return c, invalid("CDCFLOW_MAX_IN_FLIGHT", c.MaxInFlight, "want at least 1")
-	case len(c.Brokers) == 0:
-		return c, invalid("KAFKA_BROKERS", "", "want at least one host:port")
-	case c.Topic == "":
-		return c, invalid("CDCFLOW_TOPIC", "", "want a topic name")
+	return c, validate(&c)
+}
+
+// rule is one condition a setting must meet.
+type rule struct {
+	name   string
+	value  any
+	ok     bool
+	reason string
+}
+
+// firstBroken reports the first broken rule, then checks the Kafka settings
+// and, when tables is not nil, normalizes the table allowlist.
+func firstBroken(conn kafkax.Conn, tables *[]string, rules ...rule) error {
+	for _, r := range rules {
+		if !r.ok {
+			return invalid(r.name, r.value, r.reason)
+		}
 	}
-	return c, nil
+	if name, err := conn.Validate(); err != nil {
+		value := conn.Topic
+		if name == "KAFKA_BROKERS" {
+			value = strings.Join(conn.Brokers, ",")
+		}
+		return invalid(name, value, err.Error())
+	}
+	if tables == nil {
+		return nil
+	}
+	var err error
+	*tables, err = allowlist(*tables)
+	return err
+}
+
+func within(n, lo, hi int) bool { return n >= lo && n <= hi }
+
+// LoadTemporal reads only where Temporal is, for tools that need no more.
+func LoadTemporal() (Temporal, error) {
+	var c Temporal
+	return c, Process(&c)
+}
+
+// allowlist normalizes the table allowlist. It has no default: cdcflow
+// writes only the tables it is told to.
+func allowlist(list []string) ([]string, error) {
+	if len(list) == 0 {
+		return nil, invalid("CDCFLOW_TABLES", "", "want at least one table (schema.table, comma-separated)")
+	}
+	out := make([]string, len(list))
+	for i, t := range list {
+		norm, err := event.NormalizeTable(strings.TrimSpace(t))
+		if err != nil {
+			return nil, invalid("CDCFLOW_TABLES", strings.Join(list, ","), err.Error())
+		}
+		out[i] = norm
+	}
+	return out, nil
 }
 
 // Error is an invalid setting; its message is one line naming the variable.
@@ -195,26 +210,14 @@ func Process(spec any) error {
 	return err
 }
 
-// ServePprof serves net/http/pprof on PprofAddr, when set, until ctx ends.
-func (l Log) ServePprof(ctx context.Context, log *slog.Logger) error {
-	if l.PprofAddr == "" {
-		return nil
+// Usage writes one line per variable of spec: name, type, default, meaning.
+func Usage(out io.Writer, spec any) error {
+	tw := tabwriter.NewWriter(out, 1, 0, 2, ' ', 0)
+	if err := envconfig.Usagef("", spec, tw, usageFormat); err != nil {
+		return err
 	}
-	ln, err := net.Listen("tcp", l.PprofAddr)
-	if err != nil {
-		return fmt.Errorf("pprof listener: %w", err)
-	}
-	srv := &http.Server{Handler: http.DefaultServeMux, ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-	}()
-	go srv.Serve(ln) //nolint:errcheck // ends with ErrServerClosed
-	log.Info("serving pprof", "addr", ln.Addr().String())
-	return nil
+	return tw.Flush()
 }
 
-// Logger returns a text logger at the configured level.
-func (l Log) Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l.Level}))
-}
+const usageFormat = `{{range .}}  {{usage_key .}}{{"\t"}}{{usage_type .}}{{"\t"}}{{if usage_default .}}{{usage_default .}}{{else}}-{{end}}{{"\t"}}{{usage_description .}}
+{{end}}`

@@ -1,46 +1,94 @@
 package config
 
 import (
-	"bytes"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
-func TestDefaults(t *testing.T) {
-	s, err := LoadStarter()
-	if err != nil {
-		t.Fatal(err)
+// TestSettings: the defaults, and values read from the environment.
+func TestSettings(t *testing.T) {
+	service := Service{
+		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "cdcflow-apply"},
+		Conn:     kafkax.Conn{Brokers: []string{"127.0.0.1:9092"}, Topic: "cdcflow.changes"},
 	}
-	if s.BatchMaxEvents != 2000 || s.BatchMaxBytes != 1<<20 || s.BatchMaxWait != 200*time.Millisecond ||
-		s.Topic != "cdcflow.changes" || s.Address != "127.0.0.1:7233" || len(s.Brokers) != 1 {
-		t.Fatalf("starter defaults %+v", s)
+	t.Run("starter", func(t *testing.T) {
+		want := Starter{Service: service, GroupID: "cdcflow-starter", BatchMaxEvents: 2000, BatchMaxBytes: 1 << 20,
+			BatchMaxWait: 200 * time.Millisecond, MaxInFlight: 4, MaxAttempts: 3, SessionTimeout: 30 * time.Second}
+		check(t, want)(LoadStarter())
+	})
+	t.Run("worker", func(t *testing.T) {
+		t.Setenv("CDCFLOW_TABLES", "employees, sales.orders")
+		t.Setenv("CDCFLOW_TOPIC", "changes")
+		want := Worker{Service: service, DestDSN: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable",
+			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq"}
+		want.Topic = "changes"
+		check(t, want)(LoadWorker())
+	})
+}
+
+// check returns a function that compares what a Load function returned
+// with want.
+func check[T any](t *testing.T, want T) func(T, error) {
+	return func(got T, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Fatalf("settings (-want +got):\n%s", diff)
+		}
 	}
-	w, err := LoadWorker()
-	if err != nil {
-		t.Fatal(err)
+}
+
+// TestTablesAreRequired: cdcflow writes only tables it is told to; there is
+// no default table.
+func TestTablesAreRequired(t *testing.T) {
+	const want = `invalid CDCFLOW_TABLES="": want at least one table (schema.table, comma-separated)`
+	if _, err := LoadWorker(); err == nil || err.Error() != want {
+		t.Errorf("worker: got %v, want %q", err, want)
 	}
-	if len(w.Tables) != 1 || w.Tables[0] != "public.employees" || w.TaskQueue != "cdcflow-apply" {
-		t.Fatalf("worker defaults %+v", w)
+	if _, err := LoadCapture(); err == nil || err.Error() != want {
+		t.Errorf("capture: got %v, want %q", err, want)
 	}
 }
 
 func TestInvalidValues(t *testing.T) {
-	cases := []struct{ name, value, want string }{
-		{"CDCFLOW_BATCH_MAX_EVENTS", "many", `invalid CDCFLOW_BATCH_MAX_EVENTS="many": want int`},
-		{"CDCFLOW_BATCH_MAX_EVENTS", "0", `invalid CDCFLOW_BATCH_MAX_EVENTS="0": want 1..100000`},
-		{"CDCFLOW_BATCH_MAX_BYTES", "3000000", `invalid CDCFLOW_BATCH_MAX_BYTES="3000000": want 1024..1572864`},
-		{"CDCFLOW_BATCH_MAX_WAIT", "soon", `invalid CDCFLOW_BATCH_MAX_WAIT="soon": want a duration such as 200ms or 5s`},
-		{"CDCFLOW_BATCH_MAX_WAIT", "-1s", `invalid CDCFLOW_BATCH_MAX_WAIT="-1s": want a positive duration such as 200ms`},
-		{"CDCFLOW_MAX_IN_FLIGHT", "0", `invalid CDCFLOW_MAX_IN_FLIGHT="0": want at least 1`},
-		{"CDCFLOW_KAFKA_SESSION_TIMEOUT", "10ms", `invalid CDCFLOW_KAFKA_SESSION_TIMEOUT="10ms": want at least 1s`},
-		{"CDCFLOW_LOG_LEVEL", "loud", `invalid CDCFLOW_LOG_LEVEL="loud": want debug, info, warn or error`},
-		{"CDCFLOW_TOPIC", "", `invalid CDCFLOW_TOPIC="": want a topic name`},
+	type load func() error
+	starter := func() error { _, err := LoadStarter(); return err }
+	worker := func() error { _, err := LoadWorker(); return err }
+	capture := func() error { _, err := LoadCapture(); return err }
+	cases := []struct {
+		name, value string
+		load        load
+		want        string
+	}{
+		{"CDCFLOW_BATCH_MAX_EVENTS", "many", starter, `invalid CDCFLOW_BATCH_MAX_EVENTS="many": want int`},
+		{"CDCFLOW_BATCH_MAX_EVENTS", "0", starter, `invalid CDCFLOW_BATCH_MAX_EVENTS="0": want 1..100000`},
+		{"CDCFLOW_BATCH_MAX_BYTES", "3000000", starter, `invalid CDCFLOW_BATCH_MAX_BYTES="3000000": want 1024..1572864`},
+		{"CDCFLOW_BATCH_MAX_WAIT", "soon", starter, `invalid CDCFLOW_BATCH_MAX_WAIT="soon": want a duration such as 200ms or 5s`},
+		{"CDCFLOW_BATCH_MAX_WAIT", "-1s", starter, `invalid CDCFLOW_BATCH_MAX_WAIT="-1s": want a positive duration such as 200ms`},
+		{"CDCFLOW_MAX_IN_FLIGHT", "0", starter, `invalid CDCFLOW_MAX_IN_FLIGHT="0": want at least 1`},
+		{"CDCFLOW_KAFKA_SESSION_TIMEOUT", "10ms", starter, `invalid CDCFLOW_KAFKA_SESSION_TIMEOUT="10ms": want at least 1s`},
+		{"CDCFLOW_LOG_LEVEL", "loud", starter, `invalid CDCFLOW_LOG_LEVEL="loud": want debug, info, warn or error`},
+		{"CDCFLOW_TOPIC", "", starter, `invalid CDCFLOW_TOPIC="": want a topic name`},
+		{"KAFKA_BROKERS", "", capture, `invalid KAFKA_BROKERS="": want at least one host:port`},
+		{"CDCFLOW_TABLES", "a.b.c", worker, `invalid CDCFLOW_TABLES="a.b.c": want schema.table, got "a.b.c"`},
+		{"CDCFLOW_WORKER_ACTIVITIES", "0", worker, `invalid CDCFLOW_WORKER_ACTIVITIES="0": want at least 1`},
+		{"CDCFLOW_MIGRATE", "perhaps", worker, `invalid CDCFLOW_MIGRATE="perhaps": want bool`},
+		{"CDCFLOW_CAPTURE_POLL", "0s", capture, `invalid CDCFLOW_CAPTURE_POLL="0s": want a positive duration such as 20ms`},
 	}
 	for _, c := range cases {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			if c.name != "CDCFLOW_TABLES" {
+				t.Setenv("CDCFLOW_TABLES", "public.employees")
+			}
 			t.Setenv(c.name, c.value)
-			_, err := LoadStarter()
+			err := c.load()
 			if err == nil || err.Error() != c.want {
 				t.Fatalf("got %v, want %q", err, c.want)
 			}
@@ -48,37 +96,5 @@ func TestInvalidValues(t *testing.T) {
 				t.Fatalf("error spans lines: %q", err)
 			}
 		})
-	}
-	worker := []struct{ name, value, want string }{
-		{"CDCFLOW_TABLES", "a.b.c", `invalid CDCFLOW_TABLES="a.b.c": want schema.table, got "a.b.c"`},
-		{"CDCFLOW_WORKER_ACTIVITIES", "0", `invalid CDCFLOW_WORKER_ACTIVITIES="0": want at least 1`},
-		{"CDCFLOW_MIGRATE", "perhaps", `invalid CDCFLOW_MIGRATE="perhaps": want bool`},
-	}
-	for _, c := range worker {
-		t.Run(c.name+"="+c.value, func(t *testing.T) {
-			t.Setenv(c.name, c.value)
-			_, err := LoadWorker()
-			if err == nil || err.Error() != c.want {
-				t.Fatalf("got %v, want %q", err, c.want)
-			}
-		})
-	}
-}
-
-func TestUsageListsEveryVariable(t *testing.T) {
-	var out bytes.Buffer
-	var spec Starter
-	if err := ParseFlags("starter", "about", []string{"-h"}, &spec, &out); err != ErrHelp {
-		t.Fatalf("ParseFlags(-h) = %v, want ErrHelp", err)
-	}
-	for _, v := range []string{"TEMPORAL_ADDRESS", "KAFKA_BROKERS", "CDCFLOW_BATCH_MAX_EVENTS", "CDCFLOW_BATCH_MAX_BYTES",
-		"CDCFLOW_BATCH_MAX_WAIT", "CDCFLOW_MAX_IN_FLIGHT", "CDCFLOW_GROUP_ID", "CDCFLOW_LOG_LEVEL", "CDCFLOW_PPROF_ADDR"} {
-		if !strings.Contains(out.String(), "  "+v+" ") {
-			t.Errorf("usage does not list %s:\n%s", v, out.String())
-		}
-	}
-	if err := ParseFlags("starter", "about", []string{"extra"}, &spec, &out); err == nil ||
-		!strings.Contains(err.Error(), `unexpected argument "extra"`) {
-		t.Fatalf("extra argument: %v", err)
 	}
 }

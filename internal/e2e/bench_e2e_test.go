@@ -13,9 +13,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/internal/workload"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
@@ -31,7 +31,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	n := envInt("CDCFLOW_BENCH_EVENTS", 100000)
 	rate := envInt("CDCFLOW_BENCH_RATE", 2000)
 	const writers = 4
-	events, final := workload.Generate(n, n/20, 11)
+	events, final := demo.Generate(n, n/20, 11)
 	for range b.N {
 		p := newPipeline(b)
 		p.withSource()
@@ -46,7 +46,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		writeEvents(b, p.source, events, writers, 0)
 		written := time.Since(wstart)
 		p.waitSame("public.employees", "emp_id", 10*time.Minute)
-		if got := p.snapshot(); got != workload.Render(final) {
+		if got := p.snapshot(); got != final {
 			b.Fatal("destination differs from the expected final state")
 		}
 		var last int64
@@ -57,12 +57,16 @@ func BenchmarkEndToEnd(b *testing.B) {
 		throughput := float64(full.count) / full.span.Seconds()
 
 		// Steady load, on other keys, after the first run drained.
-		steady := workload.Shift(events[:min(len(events), rate*30)], 1_000_000)
+		gen := demo.NewGenerator(11, 1_000_000, n/20)
+		steady := make([]event.Event, min(len(events), rate*30))
+		for i := range steady {
+			steady[i] = gen.Next()
+		}
 		writeEvents(b, p.source, steady, writers, rate)
 		p.waitSame("public.employees", "emp_id", 5*time.Minute)
 		paced := latency(b, p.dest, last)
 
-		direct := applyDirect(b, events, 2000, workload.Render(final))
+		direct := applyDirect(b, events, 2000, final)
 		with, without := triggerOverhead(b)
 
 		b.ReportMetric(throughput, "changes/s")
@@ -111,7 +115,7 @@ func writeEvents(b *testing.B, pool *pgxpool.Pool, events []event.Event, writers
 				}
 				batch := &pgx.Batch{}
 				for _, ev := range share[i:min(i+perTx, len(share))] {
-					sql, args, err := workload.Statement(ev)
+					sql, args, err := demo.Statement(ev)
 					if err != nil {
 						errs <- err
 						return

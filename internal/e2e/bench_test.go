@@ -10,9 +10,9 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/internal/workload"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
@@ -23,8 +23,8 @@ import (
 func BenchmarkApply(b *testing.B) {
 	n := envInt("CDCFLOW_BENCH_EVENTS", 100000)
 	batch := envInt("CDCFLOW_BENCH_BATCH", 2000)
-	events, final := workload.Generate(n, n/20, 7)
-	want := workload.Render(final)
+	events, final := demo.Generate(n, n/20, 7)
+	want := final
 	for range b.N {
 		direct := applyDirect(b, events, batch, want)
 		piped := applyThroughPipeline(b, events, batch, want)
@@ -67,7 +67,7 @@ func applyDirect(b *testing.B, events []event.Event, batch int, want string) flo
 		}
 	}
 	elapsed := time.Since(start)
-	if got, err := workload.Snapshot(ctx, pool); err != nil || got != want {
+	if got, err := demo.Snapshot(ctx, pool); err != nil || got != want {
 		b.Fatalf("direct apply left a different table (err %v)", err)
 	}
 	return float64(len(events)) / elapsed.Seconds()
@@ -90,13 +90,13 @@ func applyThroughPipeline(b *testing.B, events []event.Event, batch int, want st
 		warm[i].After = nil
 		warm[i].Key = []byte(fmt.Sprintf(`{"emp_id":%d}`, 10_000_000+i))
 	}
-	if err := workload.Produce(context.Background(), p.brokers, p.topic, warm); err != nil {
+	if err := demo.Produce(context.Background(), p.brokers, p.topic, warm); err != nil {
 		b.Fatal(err)
 	}
 	p.waitApplied(len(warm))
 
 	start := time.Now()
-	if err := workload.Produce(context.Background(), p.brokers, p.topic, events); err != nil {
+	if err := demo.Produce(context.Background(), p.brokers, p.topic, events); err != nil {
 		b.Fatal(err)
 	}
 	p.waitApplied(len(warm) + len(events))

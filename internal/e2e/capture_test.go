@@ -278,9 +278,7 @@ func TestCaptureKilledAfterPublish(t *testing.T) {
 			return nil, nil, false
 		}
 		cluster.DropControl()
-		_ = pr.cmd.Process.Kill()
-		err := <-pr.done
-		pr.done <- err
+		pr.Kill()
 		close(killed)
 		return nil, nil, false // the broker still appends the records
 	})

@@ -15,27 +15,15 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/cdcflow/cdcflow/activities"
-	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/db"
-	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/migrations"
-	"github.com/cdcflow/cdcflow/workflows"
 )
-
-func insertEvent(id, empID, salary int, table string) string {
-	return fmt.Sprintf(`{"action_id":%d,"table":%q,"op":"insert","key":{"emp_id":%d},`+
-		`"after":{"emp_id":%d,"first_name":"E%d","last_name":"L","dob":"1990-01-02","city":"Oslo","salary":%d},`+
-		`"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`, id, table, empID, empID, id, salary)
-}
-
-func updateEvent(id, empID, salary int) string {
-	return strings.Replace(insertEvent(id, empID, salary, "public.employees"), `"op":"insert"`, `"op":"update"`, 1)
-}
 
 // temporalCLI runs the real temporal CLI against the pipeline's server.
 func (p *pipeline) temporalCLI(args ...string) (string, error) {
-	bin, err := testenv.TemporalBinary()
+	bin, err := localsvc.TemporalBinary()
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -45,14 +33,15 @@ func (p *pipeline) temporalCLI(args ...string) (string, error) {
 }
 
 type deadLetterRow struct {
-	class, status, decision string
-	offset                  int64
+	class           cdc.ErrorClass
+	state, decision string
+	offset          int64
 }
 
 func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	p.t.Helper()
 	rows, err := p.dest.Query(context.Background(),
-		`SELECT id, error_class, status, coalesce(decision, ''), kafka_offset FROM cdcflow.dead_letters`)
+		`SELECT id, error_class, state, coalesce(decision, ''), kafka_offset FROM cdcflow.dead_letters`)
 	if err != nil {
 		return nil
 	}
@@ -61,7 +50,7 @@ func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	for rows.Next() {
 		var id string
 		var r deadLetterRow
-		if err := rows.Scan(&id, &r.class, &r.status, &r.decision, &r.offset); err != nil {
+		if err := rows.Scan(&id, &r.class, &r.state, &r.decision, &r.offset); err != nil {
 			p.t.Fatal(err)
 		}
 		out[id] = r
@@ -69,13 +58,13 @@ func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	return out
 }
 
-func (p *pipeline) waitDeadLetter(id, status string) deadLetterRow {
+func (p *pipeline) waitDeadLetter(id string, state cdc.State) deadLetterRow {
 	p.t.Helper()
 	var row deadLetterRow
-	eventually(p.t, 2*time.Minute, "dead letter "+id+" "+status, func() (bool, string) {
+	eventually(p.t, 2*time.Minute, "dead letter "+id+" "+string(state), func() (bool, string) {
 		var ok bool
 		row, ok = p.deadLetters()[id]
-		return ok && row.status == status, fmt.Sprintf("%+v", row)
+		return ok && row.state == string(state), fmt.Sprintf("%+v", row)
 	})
 	return row
 }
@@ -123,9 +112,9 @@ func TestDeadLetters(t *testing.T) {
 	}
 	poisonID := fmt.Sprintf("dlq-%s-0-100", p.topic)
 	want := map[string]deadLetterRow{
-		poisonID:  {class: applier.ErrTypeInvalidEvent, status: "parked", offset: 100},
-		"dlq-501": {class: applier.ErrTypeConstraint, status: "parked", offset: 500},
-		"dlq-901": {class: applier.ErrTypeTableNotAllowed, status: "parked", offset: 900},
+		poisonID:  {class: cdc.ClassInvalidEvent, state: "parked", offset: 100},
+		"dlq-501": {class: cdc.ClassConstraint, state: "parked", offset: 500},
+		"dlq-901": {class: cdc.ClassTableNotAllowed, state: "parked", offset: 900},
 	}
 	if got := p.deadLetters(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("dead_letters %v, want %v", got, want)
@@ -139,7 +128,7 @@ func TestDeadLetters(t *testing.T) {
 	// The parked changes are found by their search attributes.
 	eventually(t, time.Minute, "the constraint violation listed by search attributes", func() (bool, string) {
 		resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query: "CdcStatus = 'parked' AND CdcErrorClass = 'ConstraintViolation' AND CdcTable = 'public.employees'"})
+			Query: "CdcState = 'parked' AND CdcErrorClass = 'ConstraintViolation' AND CdcTable = 'public.employees'"})
 		if err != nil {
 			return false, err.Error()
 		}
@@ -151,16 +140,16 @@ func TestDeadLetters(t *testing.T) {
 	})
 
 	// Query the status with the CLI: the documented shape.
-	out, err := p.temporalCLI("workflow", "query", "--workflow-id", "dlq-901", "--type", workflows.QueryStatus, "--output", "json")
+	out, err := p.temporalCLI("workflow", "query", "--workflow-id", "dlq-901", "--type", cdc.QueryStatus, "--output", "json")
 	if err != nil {
 		t.Fatalf("temporal workflow query: %v\n%s", err, out)
 	}
-	var st workflows.DeadLetterStatus
+	var st cdc.DeadLetterStatus
 	if err := json.Unmarshal([]byte(queryResult(t, out)), &st); err != nil {
 		t.Fatalf("query result %s: %v", out, err)
 	}
 	if st.ID != "dlq-901" || st.State != "parked" || st.ActionID != 901 || st.Table != "public.payroll" ||
-		st.ErrorClass != applier.ErrTypeTableNotAllowed || st.Attempts != 3 || st.Offset != 900 ||
+		st.ErrorClass != cdc.ClassTableNotAllowed || st.Attempts != 3 || st.Offset != 900 ||
 		!strings.Contains(st.Error, "not on the allowlist") || st.BatchWorkflowID != batchID || len(st.Message) != 0 {
 		t.Fatalf("status %+v", st)
 	}
@@ -175,7 +164,7 @@ func TestDeadLetters(t *testing.T) {
 	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", workflows.SignalReplay); err != nil {
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", cdc.SignalReplay); err != nil {
 		t.Fatalf("temporal workflow signal replay: %v\n%s", err, out)
 	}
 	if row := p.waitDeadLetter("dlq-501", "replayed"); row.decision != "applied" {
@@ -185,7 +174,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("emp 501 salary %d after replay, want -1", s)
 	}
 	// The same signal again changes nothing: the decision is made.
-	out, err = p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", workflows.SignalReplay)
+	out, err = p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", cdc.SignalReplay)
 	if err == nil || !strings.Contains(out, "already completed") {
 		t.Fatalf("second replay: %v\n%s", err, out)
 	}
@@ -194,11 +183,11 @@ func TestDeadLetters(t *testing.T) {
 	}
 
 	// A discard without a reason is refused; the workflow keeps waiting.
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonID, "--name", workflows.SignalDiscard,
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonID, "--name", cdc.SignalDiscard,
 		"--input", `{"because": "no"}`); err != nil {
 		t.Fatalf("signal: %v\n%s", err, out)
 	}
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-901", "--name", workflows.SignalDiscard,
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-901", "--name", cdc.SignalDiscard,
 		"--input", `{"reason": "payroll is not replicated"}`); err != nil {
 		t.Fatalf("temporal workflow signal discard: %v\n%s", err, out)
 	}
@@ -206,11 +195,11 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("discard decision %q", row.decision)
 	}
 	eventually(t, time.Minute, "the refused discard in the status", func() (bool, string) {
-		v, err := p.temporal.QueryWorkflow(ctx, poisonID, "", workflows.QueryStatus)
+		v, err := p.temporal.QueryWorkflow(ctx, poisonID, "", cdc.QueryStatus)
 		if err != nil {
 			return false, err.Error()
 		}
-		var st workflows.DeadLetterStatus
+		var st cdc.DeadLetterStatus
 		if err := v.Get(&st); err != nil {
 			return false, err.Error()
 		}
@@ -221,11 +210,6 @@ func TestDeadLetters(t *testing.T) {
 	p.correctedReplay(check)
 	p.staleReplay(check)
 	p.bulkDecisions(check, poisonID)
-	if *updateHistories {
-		p.saveHistory(batchID, "apply_batch_dead_letters.json")
-		p.saveHistory("dlq-501", "dead_letter_replay.json")
-		p.saveHistory("dlq-1001", "dead_letter_corrected.json")
-	}
 }
 
 // correctedReplay parks a change and replays it through the SDK with a
@@ -238,11 +222,11 @@ func (p *pipeline) correctedReplay(check string) {
 	p.produceRaw(insertEvent(1001, 1001, -5, "public.employees"))
 	p.waitDeadLetter("dlq-1001", "parked")
 
-	update := func(after string) (workflows.DeadLetterStatus, error) {
+	update := func(after string) (cdc.DeadLetterStatus, error) {
 		h, err := p.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "dlq-1001",
-			UpdateName: workflows.UpdateReplay, WaitForStage: client.WorkflowUpdateStageCompleted,
-			Args: []any{workflows.ReplayRequest{After: json.RawMessage(after)}}})
-		var st workflows.DeadLetterStatus
+			UpdateName: cdc.UpdateReplayCorrected, WaitForStage: client.WorkflowUpdateStageCompleted,
+			Args: []any{cdc.ReplayRequest{After: json.RawMessage(after)}}})
+		var st cdc.DeadLetterStatus
 		if err == nil {
 			err = h.Get(ctx, &st)
 		}
@@ -287,7 +271,7 @@ func (p *pipeline) staleReplay(check string) {
 	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.temporal.SignalWorkflow(ctx, "dlq-1002", "", workflows.SignalReplay, nil); err != nil {
+	if err := p.temporal.SignalWorkflow(ctx, "dlq-1002", "", cdc.SignalReplay, nil); err != nil {
 		t.Fatal(err)
 	}
 	row := p.waitDeadLetter("dlq-1002", "replayed")
@@ -330,7 +314,7 @@ func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
 				for _, x := range m.Headers {
 					h[x.Key] = string(x.Value)
 				}
-				off, _ := strconv.ParseInt(h[activities.HeaderOffset], 10, 64)
+				off, _ := strconv.ParseInt(h[cdc.HeaderOffset], 10, 64)
 				found[off] = h
 			}
 			r.Close()
@@ -338,12 +322,12 @@ func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
 		return len(found) == len(ids), fmt.Sprint(len(found), " records")
 	})
 	for off, h := range found {
-		if ids[off] == "" || h[activities.HeaderTopic] != p.topic || h[activities.HeaderPartition] != "0" ||
-			h[activities.HeaderWorkflowID] != batchID || h[activities.HeaderRunID] == "" || h[activities.HeaderErrorClass] == "" ||
-			h[activities.HeaderError] == "" {
+		if ids[off] == "" || h[cdc.HeaderTopic] != p.topic || h[cdc.HeaderPartition] != "0" ||
+			h[cdc.HeaderWorkflowID] != batchID || h[cdc.HeaderRunID] == "" || h[cdc.HeaderErrorClass] == "" ||
+			h[cdc.HeaderError] == "" {
 			p.t.Fatalf("DLQ record at offset %d has headers %v", off, h)
 		}
-		for _, k := range []string{activities.HeaderFirstFailure, activities.HeaderLastFailure} {
+		for _, k := range []string{cdc.HeaderFirstFailure, cdc.HeaderLastFailure} {
 			if _, err := time.Parse(time.RFC3339Nano, h[k]); err != nil {
 				p.t.Fatalf("header %s: %v", k, err)
 			}
@@ -355,8 +339,8 @@ func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
 		if off == 900 {
 			wantTable = "public.payroll"
 		}
-		if h[activities.HeaderAttempts] != wantAttempts || h[activities.HeaderTable] != wantTable {
-			p.t.Fatalf("DLQ record at offset %d: attempts %s table %q", off, h[activities.HeaderAttempts], h[activities.HeaderTable])
+		if h[cdc.HeaderAttempts] != wantAttempts || h[cdc.HeaderTable] != wantTable {
+			p.t.Fatalf("DLQ record at offset %d: attempts %s table %q", off, h[cdc.HeaderAttempts], h[cdc.HeaderTable])
 		}
 	}
 }

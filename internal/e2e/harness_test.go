@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -21,10 +20,11 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/internal/workload"
-	"github.com/cdcflow/cdcflow/workflows"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -70,7 +70,7 @@ type pipeline struct {
 	t         testing.TB
 	env       map[string]string
 	brokers   []string
-	kafka     *testenv.Kafka // nil with an external broker
+	kafka     *localsvc.Kafka // nil with an external broker
 	topic     string
 	taskQueue string
 	dest      *pgxpool.Pool
@@ -97,17 +97,18 @@ func newPipeline(t testing.TB) *pipeline {
 		"CDCFLOW_TOPIC":      p.topic,
 		"CDCFLOW_GROUP_ID":   "starter-" + suffix,
 		"CDCFLOW_LOG_LEVEL":  "info",
+		"CDCFLOW_TABLES":     demo.Table,
 	}
+	p.temporal = testenv.Dial(t, tmp)
 	var err error
-	if p.temporal, err = tmp.Dial(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.temporal.Close)
 	// The worker migrates at start; the test reads the destination through its own pool.
 	if p.dest, err = db.Open(context.Background(), destDSN, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.dest.Close)
+	if err := demo.CreateTable(context.Background(), p.dest); err != nil {
+		t.Fatal(err)
+	}
 	return p
 }
 
@@ -122,33 +123,32 @@ func (p *pipeline) withSource() {
 		p.t.Fatal(err)
 	}
 	p.t.Cleanup(p.source.Close)
+	if err := demo.CreateTable(context.Background(), p.source); err != nil {
+		p.t.Fatal(err)
+	}
 }
 
-// proc is a running cdcflow program.
+// proc is a running cdcflow program and its output.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	out  *syncBuffer
-	done chan error
+	*localsvc.Process
+	out *localsvc.Buffer
 }
 
 // start runs a cdcflow binary with the pipeline's environment plus extra.
+// The test's cleanup stops it and expects a clean exit, unless the test
+// killed it.
 func (p *pipeline) start(name string, extra ...string) *proc {
 	p.t.Helper()
-	cmd := exec.Command(binary(p.t, name))
-	cmd.Env = os.Environ()
+	var env []string
 	for k, v := range p.env {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		env = append(env, k+"="+v)
 	}
-	cmd.Env = append(cmd.Env, extra...)
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	out := &localsvc.Buffer{}
+	lp, err := localsvc.StartProgram(name, binary(p.t, name), append(env, extra...), out)
+	if err != nil {
 		p.t.Fatal(err)
 	}
-	pr := &proc{name: name, cmd: cmd, out: out, done: make(chan error, 1)}
-	go func() { pr.done <- cmd.Wait() }()
+	pr := &proc{Process: lp, out: out}
 	p.t.Cleanup(func() {
 		pr.stop(p.t)
 		if p.t.Failed() {
@@ -158,46 +158,17 @@ func (p *pipeline) start(name string, extra ...string) *proc {
 	return pr
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM and waits for a clean exit; a process the test killed
+// has ended already.
 func (pr *proc) stop(t testing.TB) {
 	t.Helper()
-	select {
-	case err := <-pr.done: // ended before: killed by the test, or on its own
-		pr.done <- err
-		if err != nil && !strings.Contains(err.Error(), "killed") {
-			t.Errorf("%s exited on its own: %v\n%s", pr.name, err, pr.out.String())
-		}
+	if err := pr.Stop(syscall.SIGTERM, 30*time.Second); err != nil {
+		t.Error(err)
 		return
-	default:
 	}
-	_ = pr.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-pr.done:
-		pr.done <- err
-		if err != nil && !strings.Contains(err.Error(), "killed") {
-			t.Errorf("%s exited with %v:\n%s", pr.name, err, pr.out.String())
-		}
-	case <-time.After(30 * time.Second):
-		_ = pr.cmd.Process.Kill()
-		t.Errorf("%s did not stop within 30s of SIGTERM", pr.name)
+	if err := pr.Err(); err != nil && !strings.Contains(err.Error(), "killed") {
+		t.Errorf("%s exited with %v:\n%s", pr.Name, err, pr.out.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // eventually polls cond until it holds, failing the test after timeout.
@@ -237,7 +208,7 @@ func (p *pipeline) waitApplied(n int) {
 
 func (p *pipeline) snapshot() string {
 	p.t.Helper()
-	s, err := workload.Snapshot(context.Background(), p.dest)
+	s, err := demo.Snapshot(context.Background(), p.dest)
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -246,17 +217,17 @@ func (p *pipeline) snapshot() string {
 
 // summaries returns the results of the pipeline's completed batch workflows
 // by workflow ID, once none is running and they hold events messages.
-func (p *pipeline) summaries(events int) map[string]workflows.BatchSummary {
+func (p *pipeline) summaries(events int) map[string]cdc.BatchSummary {
 	p.t.Helper()
 	ctx := context.Background()
-	var out map[string]workflows.BatchSummary
+	var out map[string]cdc.BatchSummary
 	eventually(p.t, 2*time.Minute, "batch workflows to complete", func() (bool, string) {
-		out = map[string]workflows.BatchSummary{}
+		out = map[string]cdc.BatchSummary{}
 		var token []byte
 		open := 0
 		for {
 			resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-				Query:         fmt.Sprintf("TaskQueue = '%s' AND WorkflowType = '%s'", p.taskQueue, workflows.ApplyBatchName),
+				Query:         fmt.Sprintf("TaskQueue = '%s' AND WorkflowType = '%s'", p.taskQueue, cdc.WorkflowApplyBatch),
 				NextPageToken: token,
 			})
 			if err != nil {
@@ -268,7 +239,7 @@ func (p *pipeline) summaries(events int) map[string]workflows.BatchSummary {
 				case enums.WORKFLOW_EXECUTION_STATUS_RUNNING:
 					open++
 				case enums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
-					var sum workflows.BatchSummary
+					var sum cdc.BatchSummary
 					if err := p.temporal.GetWorkflow(ctx, id, ex.Execution.RunId).Get(ctx, &sum); err != nil {
 						return false, err.Error()
 					}
@@ -289,8 +260,8 @@ func (p *pipeline) summaries(events int) map[string]workflows.BatchSummary {
 	return out
 }
 
-func total(sums map[string]workflows.BatchSummary) workflows.BatchSummary {
-	var t workflows.BatchSummary
+func total(sums map[string]cdc.BatchSummary) cdc.BatchSummary {
+	var t cdc.BatchSummary
 	for _, s := range sums {
 		t.Events += s.Events
 		t.Applied += s.Applied

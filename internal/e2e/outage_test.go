@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 )
 
@@ -25,7 +27,7 @@ func TestDestinationOutage(t *testing.T) {
 		t.Skip("stops and starts its own destination cluster")
 	}
 	ctx := context.Background()
-	destPG, err := testenv.StartPostgres(ctx, testenv.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
+	destPG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +39,11 @@ func TestDestinationOutage(t *testing.T) {
 	if p.dest, err = db.Open(ctx, destPG.DSN, nil); err != nil {
 		t.Fatal(err)
 	}
+	if err := demo.CreateTable(ctx, p.dest); err != nil {
+		t.Fatal(err)
+	}
 	p.start("capture")
-	port, err := testenv.FreePort()
+	port, err := localsvc.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,6 +56,8 @@ func TestDestinationOutage(t *testing.T) {
 	stop := make(chan struct{})
 	var written atomic.Int64
 	var wg sync.WaitGroup
+	stopWriters := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopWriters() // also when the test fails early: no t.Error after it ended
 	for w := range 2 {
 		wg.Add(1)
 		go func() {
@@ -83,8 +90,7 @@ func TestDestinationOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(2 * time.Second) // a little more traffic after the restart
-	close(stop)
-	wg.Wait()
+	stopWriters()
 
 	p.waitSame("public.employees", "emp_id", 3*time.Minute)
 	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
@@ -103,7 +109,7 @@ func TestDestinationOutage(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	transient := regexp.MustCompile(`cdcflow_apply_errors_total\{class="transient"[^}]*\} (\d+)`).FindSubmatch(body)
+	transient := regexp.MustCompile(`cdcflow_apply_errors_total\{error_class="Transient"[^}]*\} (\d+)`).FindSubmatch(body)
 	applied := regexp.MustCompile(`cdcflow_apply_events_total\{outcome="applied"[^}]*\} (\d+)`).FindSubmatch(body)
 	if transient == nil || string(transient[1]) == "0" || applied == nil || strings.Contains(string(body), "cdcflow_dead_letters_total{") {
 		t.Fatalf("metrics after the outage:\n%s", body)

@@ -11,17 +11,17 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/cdcflow/cdcflow/internal/workload"
-	"github.com/cdcflow/cdcflow/workflows"
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/demo"
 )
 
 func (p *pipeline) produce(n, keys int, seed uint64) string {
 	p.t.Helper()
-	events, final := workload.Generate(n, keys, seed)
-	if err := workload.Produce(context.Background(), p.brokers, p.topic, events); err != nil {
+	events, final := demo.Generate(n, keys, seed)
+	if err := demo.Produce(context.Background(), p.brokers, p.topic, events); err != nil {
 		p.t.Fatal(err)
 	}
-	return workload.Render(final)
+	return final
 }
 
 func (p *pipeline) assertDestination(want string) {
@@ -89,7 +89,7 @@ func TestPipelineAppliesChangesAndAbsorbsRedelivery(t *testing.T) {
 	existing := logValue(t, out, "starter stopped", "redelivered")
 
 	all := p.summaries(2*n - existing)
-	second := map[string]workflows.BatchSummary{}
+	second := map[string]cdc.BatchSummary{}
 	for id, s := range all {
 		if _, ok := first[id]; !ok {
 			second[id] = s
@@ -143,9 +143,7 @@ func TestStarterKilledBetweenStartAndCommit(t *testing.T) {
 		cluster.DropControl()
 		r := req.(*kmsg.OffsetCommitRequest)
 		pr := starter.Load()
-		_ = pr.cmd.Process.Kill()
-		err := <-pr.done
-		pr.done <- err
+		pr.Kill()
 		killed <- fmt.Sprintf("partition %d offset %d", r.Topics[0].Partitions[0].Partition, r.Topics[0].Partitions[0].Offset)
 		return nil, errors.New("starter killed before its commit landed"), true
 	})

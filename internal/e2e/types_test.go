@@ -4,16 +4,17 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
@@ -94,27 +95,26 @@ func TestMakeRunSmoke(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
-	cmd := exec.Command(binary(t, "devstack"))
-	cmd.Env = append(os.Environ(), "CDCFLOW_LOG_LEVEL=warn")
+	env := []string{"CDCFLOW_LOG_LEVEL=warn"}
 	for _, v := range []string{"CDCFLOW_SOURCE_DSN", "CDCFLOW_DEST_DSN", "KAFKA_BROKERS", "TEMPORAL_ADDRESS"} {
-		cmd.Env = append(cmd.Env, v+"=")
+		env = append(env, v+"=")
 	}
-	stdout, err := cmd.StdoutPipe()
+	// Standard output and error both go to the pipe; the banner's lines are
+	// told apart from log lines by their shape.
+	stdout, w := io.Pipe()
+	var logs localsvc.Buffer
+	devstack, err := localsvc.StartProgram("devstack", binary(t, "devstack"), env, io.MultiWriter(w, &logs))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	go func() {
+		<-devstack.Done()
+		w.Close()
+	}()
 	defer func() {
-		_ = cmd.Process.Kill() // after Wait this is a no-op: "process already finished"
+		devstack.Kill()
 		if t.Failed() {
-			t.Logf("devstack stderr:\n%s", stderr.String())
+			t.Logf("devstack output:\n%s", logs.String())
 		}
 	}()
 
@@ -122,7 +122,7 @@ func TestMakeRunSmoke(t *testing.T) {
 	banner := map[string]string{}
 	var insert string
 	lines := bufio.NewScanner(stdout)
-	deadline := time.AfterFunc(3*time.Minute, func() { _ = cmd.Process.Kill() })
+	deadline := time.AfterFunc(3*time.Minute, devstack.Kill)
 	for lines.Scan() {
 		line := lines.Text()
 		if f := strings.Fields(line); len(f) == 2 && (f[0] == "source" || f[0] == "destination") {
@@ -143,10 +143,9 @@ func TestMakeRunSmoke(t *testing.T) {
 	if banner["source"] == "" || banner["destination"] == "" || insert == "" {
 		t.Fatalf("banner lacks source, destination or the insert command: %v %q", banner, insert)
 	}
-	children := descendants(cmd.Process.Pid)
+	children := descendants(devstack.Pid())
 
-	// Run the banner's command as a person would paste it. The source table
-	// exists once capture has migrated it.
+	// Run the banner's command as a person would paste it.
 	eventually(t, time.Minute, "the banner's psql insert to succeed", func() (bool, string) {
 		out, err := exec.Command("bash", "-c", insert).CombinedOutput()
 		return err == nil, string(out)
@@ -162,10 +161,12 @@ func TestMakeRunSmoke(t *testing.T) {
 		return err == nil && city == "London", fmt.Sprint(city, err)
 	})
 
-	_ = cmd.Process.Signal(os.Interrupt)
+	if err := devstack.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
 	select {
-	case err := <-done:
-		if err != nil {
+	case <-devstack.Done():
+		if err := devstack.Err(); err != nil {
 			t.Fatalf("devstack exited with %v", err)
 		}
 	case <-time.After(time.Minute):

@@ -11,10 +11,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
 // Serve exports metrics at http://addr/metrics until ctx ends, and returns
@@ -62,11 +65,11 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 		return nil, err
 	}
 	if a.errors, err = m.Int64Counter("cdcflow.apply.errors",
-		metric.WithDescription("Failed apply attempts, by class: transient (retried until they pass) or the permanent error class.")); err != nil {
+		metric.WithDescription("Failed apply attempts, by error_class: Transient (retried until they pass) or a permanent error class.")); err != nil {
 		return nil, err
 	}
 	if a.deadLetters, err = m.Int64Counter("cdcflow.dead_letters",
-		metric.WithDescription("Changes parked as dead letters, by error class.")); err != nil {
+		metric.WithDescription("Changes parked as dead letters, by error_class.")); err != nil {
 		return nil, err
 	}
 	if a.duration, err = m.Float64Histogram("cdcflow.apply.batch.duration", metric.WithUnit("s"),
@@ -76,25 +79,37 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 	return &a, nil
 }
 
-// Outcome counts n events with outcome.
-func (a *Apply) Outcome(ctx context.Context, outcome string, n int) {
-	if a != nil && n > 0 {
-		a.events.Add(ctx, int64(n), metric.WithAttributes(attr("outcome", outcome)))
+// Outcomes counts the events of one apply by outcome.
+func (a *Apply) Outcomes(ctx context.Context, c cdc.Counts, failed int) {
+	if a == nil {
+		return
+	}
+	for _, o := range []struct {
+		name string
+		n    int
+	}{{"applied", c.Applied}, {"superseded", c.Superseded}, {"duplicate", c.Duplicates}, {"failed", failed}} {
+		if o.n > 0 {
+			a.events.Add(ctx, int64(o.n), metric.WithAttributes(attribute.String("outcome", o.name)))
+		}
 	}
 }
 
 // Error counts one failed attempt of class.
-func (a *Apply) Error(ctx context.Context, class string) {
+func (a *Apply) Error(ctx context.Context, class cdc.ErrorClass) {
 	if a != nil {
-		a.errors.Add(ctx, 1, metric.WithAttributes(attr("class", class)))
+		a.errors.Add(ctx, 1, metric.WithAttributes(errorClass(class)))
 	}
 }
 
 // DeadLetter counts one parked change of class.
-func (a *Apply) DeadLetter(ctx context.Context, class string) {
+func (a *Apply) DeadLetter(ctx context.Context, class cdc.ErrorClass) {
 	if a != nil {
-		a.deadLetters.Add(ctx, 1, metric.WithAttributes(attr("class", class)))
+		a.deadLetters.Add(ctx, 1, metric.WithAttributes(errorClass(class)))
 	}
+}
+
+func errorClass(c cdc.ErrorClass) attribute.KeyValue {
+	return attribute.String("error_class", string(c))
 }
 
 // Batch records how long applying a batch took.

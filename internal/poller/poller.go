@@ -18,15 +18,15 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
-	"github.com/cdcflow/cdcflow/workflows"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
 // Config is what the poller needs; internal/config fills it from the
 // environment.
 type Config struct {
-	Brokers   []string
-	Topic     string
+	kafkax.Conn
 	GroupID   string
 	TaskQueue string
 
@@ -66,12 +66,6 @@ func New(cfg Config, tc client.Client, log *slog.Logger) *Poller {
 		cfg.StartGrace = 10 * time.Second
 	}
 	return &Poller{cfg: cfg, temporal: tc, log: log}
-}
-
-// WorkflowID is the deterministic ID of the workflow for a batch: starting the
-// same batch twice creates one workflow.
-func WorkflowID(topic string, partition int, first, last int64) string {
-	return fmt.Sprintf("cdc-%s-%d-%d-%d", topic, partition, first, last)
 }
 
 // Run consumes until ctx is cancelled or a fatal error. On cancellation it
@@ -201,7 +195,7 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 		return nil
 	}
 	in, events := pp.p.batchInput(pp.partition, msgs)
-	id := WorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
+	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
 
 	// A start under way finishes even if the poller is being stopped, so that
 	// what was started gets committed.
@@ -231,7 +225,7 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	}
 	go func() {
 		defer func() { <-pp.inFlight }()
-		var sum workflows.BatchSummary
+		var sum cdc.BatchSummary
 		if err := run.Get(ctx, &sum); err != nil {
 			if ctx.Err() == nil {
 				pp.p.log.Error("batch workflow failed", "workflow_id", id, "error", err)
@@ -246,7 +240,7 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 
 // start starts the workflow, retrying transient failures with capped backoff
 // until stop is cancelled. It returns a nil run when the ID was used before.
-func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchInput, events event.Batch) (client.WorkflowRun, error) {
+func (p *Poller) start(stop, ctx context.Context, id string, in cdc.BatchInput, events event.Batch) (client.WorkflowRun, error) {
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                p.cfg.TaskQueue,
@@ -256,7 +250,7 @@ func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchI
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		run, err := p.temporal.ExecuteWorkflow(ctx, opts, workflows.ApplyBatchName, in, events)
+		run, err := p.temporal.ExecuteWorkflow(ctx, opts, cdc.WorkflowApplyBatch, in, events)
 		if err == nil {
 			p.Stats.BatchesStarted.Add(1)
 			return run, nil
@@ -279,8 +273,8 @@ func (p *Poller) start(stop, ctx context.Context, id string, in workflows.BatchI
 
 // batchInput checks that every message of a batch decodes; the good ones
 // form the batch's events as they were received, the others become poison.
-func (p *Poller) batchInput(partition int, msgs []kafka.Message) (workflows.BatchInput, event.Batch) {
-	in := workflows.BatchInput{
+func (p *Poller) batchInput(partition int, msgs []kafka.Message) (cdc.BatchInput, event.Batch) {
+	in := cdc.BatchInput{
 		Topic:       p.cfg.Topic,
 		Partition:   partition,
 		FirstOffset: msgs[0].Offset,
@@ -297,10 +291,10 @@ func (p *Poller) batchInput(partition int, msgs []kafka.Message) (workflows.Batc
 			continue
 		}
 		value := m.Value
-		if len(value) > workflows.PoisonValueLimit {
-			value = value[:workflows.PoisonValueLimit]
+		if len(value) > cdc.PoisonValueLimit {
+			value = value[:cdc.PoisonValueLimit]
 		}
-		in.Poison = append(in.Poison, workflows.Poison{Offset: m.Offset, Value: value, Size: len(m.Value),
+		in.Poison = append(in.Poison, cdc.Poison{Offset: m.Offset, Value: value, Size: len(m.Value),
 			Truncated: len(value) < len(m.Value), Error: err.Error()})
 		p.log.Warn("undecodable message", "topic", p.cfg.Topic, "partition", partition, "offset", m.Offset, "error", err)
 	}

@@ -5,10 +5,13 @@
 CREATE SCHEMA IF NOT EXISTS cdcflow;
 
 -- One row per applied change: the idempotency record. An action_id found here
--- is skipped and counted as a duplicate.
+-- is skipped and counted as a duplicate. source_committed_at is when the
+-- change was committed on the source: replication lag and source-to-
+-- destination latency are read from it.
 CREATE TABLE cdcflow.processed_events (
-    action_id  bigint PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
+    action_id           bigint PRIMARY KEY,
+    applied_at          timestamptz NOT NULL DEFAULT now(),
+    source_committed_at timestamptz
 );
 
 -- Per replicated row, the action_id of the change that last wrote it. A change

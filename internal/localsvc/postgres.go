@@ -1,7 +1,6 @@
-package testenv
+package localsvc
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -30,8 +29,8 @@ type Postgres struct {
 	bin      string
 	settings []string
 	cred     *syscall.Credential
-	proc     *process
-	log      *bytes.Buffer
+	proc     *Process
+	log      *Buffer
 	dbSeq    atomic.Int64
 }
 
@@ -57,7 +56,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{dir: dir, bin: bin, log: &bytes.Buffer{}}
+	p := &Postgres{dir: dir, bin: bin, log: &Buffer{}}
 	if os.Geteuid() == 0 {
 		if p.cred, err = postgresUser(); err != nil {
 			os.RemoveAll(dir)
@@ -121,12 +120,12 @@ func postgresUser() (*syscall.Credential, error) {
 func (p *Postgres) Start(ctx context.Context) error {
 	cmd := exec.Command(filepath.Join(p.bin, "postgres"), p.settings...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
-	proc, err := startProcess("postgres", cmd, p.log)
+	proc, err := Start("postgres", cmd, p.log)
 	if err != nil {
 		return err
 	}
 	p.proc = proc
-	err = waitFor(proc, 60*time.Second, func() error {
+	err = proc.waitReady(60*time.Second, func() error {
 		conn, err := pgx.Connect(ctx, p.DSN)
 		if err != nil {
 			return err
@@ -144,7 +143,7 @@ func (p *Postgres) Stop() error {
 	if p.proc == nil {
 		return nil
 	}
-	err := p.proc.stop(syscall.SIGINT, 30*time.Second)
+	err := p.proc.Stop(syscall.SIGINT, 30*time.Second)
 	p.proc = nil
 	return err
 }

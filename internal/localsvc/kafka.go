@@ -1,15 +1,12 @@
-package testenv
+package localsvc
 
 import (
 	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-)
 
-// MaxMessageBytes is the broker's largest record batch: room for the largest
-// change event (event.MaxEventBytes) and its record overhead. Production
-// topics need max.message.bytes at least this large.
-const MaxMessageBytes = 2 << 20
+	"github.com/cdcflow/cdcflow/internal/kafkax"
+)
 
 // Kafka is an in-process broker speaking the Kafka protocol.
 type Kafka struct {
@@ -26,7 +23,7 @@ type KafkaOptions struct {
 // StartKafka starts a one-broker in-process cluster on 127.0.0.1.
 func StartKafka(opts KafkaOptions) (*Kafka, error) {
 	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(MaxMessageBytes)})}
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(kafkax.MaxMessageBytes)})}
 	if opts.Port != 0 {
 		kopts = append(kopts, kfake.Ports(opts.Port))
 	}

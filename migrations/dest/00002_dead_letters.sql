@@ -18,12 +18,12 @@ CREATE TABLE cdcflow.dead_letters (
     batch_run_id      text        NOT NULL,
     message           bytea       NOT NULL,   -- the Kafka message value as received
     published_at      timestamptz,            -- when it reached the DLQ topic
-    status            text        NOT NULL DEFAULT 'parked' CHECK (status IN ('parked', 'replayed', 'discarded')),
+    state             text        NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'replayed', 'discarded')),
     decided_at        timestamptz,
     decision          text,                   -- the discard reason, or what the replay did
     created_at        timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX dead_letters_parked ON cdcflow.dead_letters (created_at) WHERE status = 'parked';
+CREATE INDEX dead_letters_parked ON cdcflow.dead_letters (created_at) WHERE state = 'parked';
 
 -- +goose Down
 DROP TABLE cdcflow.dead_letters;

@@ -1,7 +1,6 @@
-package testenv
+package localsvc
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -11,9 +10,12 @@ import (
 	"syscall"
 	"time"
 
-	"go.temporal.io/sdk/client"
-
-	"github.com/cdcflow/cdcflow/internal/temporalx"
+	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/workflowservice/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // TemporalCLIVersion is the pinned Temporal CLI the Makefile installs.
@@ -43,8 +45,8 @@ type Temporal struct {
 	UIAddress string // http://host:port of the Web UI, empty when headless
 	Namespace string
 
-	proc *process
-	log  *bytes.Buffer
+	proc *Process
+	log  *Buffer
 }
 
 // TemporalOptions tunes the dev server.
@@ -67,7 +69,7 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 			return nil, err
 		}
 	}
-	t := &Temporal{Address: fmt.Sprintf("127.0.0.1:%d", port), Namespace: "default", log: &bytes.Buffer{}}
+	t := &Temporal{Address: fmt.Sprintf("127.0.0.1:%d", port), Namespace: "default", log: &Buffer{}}
 	args := []string{"server", "start-dev", "--ip", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--log-level", "error", "--namespace", t.Namespace}
 	for name, typ := range opts.SearchAttributes {
@@ -93,28 +95,10 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	args = append(args, "--metrics-port", strconv.Itoa(metricsPort))
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=") // the CLI reads it too
-	if t.proc, err = startProcess("temporal dev server", cmd, t.log); err != nil {
+	if t.proc, err = Start("temporal dev server", cmd, t.log); err != nil {
 		return nil, err
 	}
-	err = waitFor(t.proc, 2*time.Minute, func() error {
-		c, err := client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{}})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		_, err = c.CheckHealth(cctx, &client.CheckHealthRequest{})
-		if err != nil {
-			return err
-		}
-		// The namespace is registered a moment after the frontend is healthy.
-		_, err = c.DescribeWorkflow(cctx, "cdcflow-readiness-probe", "")
-		if err != nil && !isNotFound(err) {
-			return err
-		}
-		return nil
-	})
+	err = t.proc.waitReady(2*time.Minute, func() error { return t.ready(ctx) })
 	if err != nil {
 		t.Close()
 		return nil, fmt.Errorf("%w\n%s", err, t.log.String())
@@ -127,11 +111,25 @@ func (t *Temporal) Close() error {
 	if t.proc == nil {
 		return nil
 	}
-	return t.proc.stop(syscall.SIGTERM, 20*time.Second)
+	return t.proc.Stop(syscall.SIGTERM, 20*time.Second)
 }
 
-// Dial connects a client, with cdcflow's data converter, to the server.
-func (t *Temporal) Dial() (client.Client, error) {
-	return client.Dial(client.Options{HostPort: t.Address, Namespace: t.Namespace, Logger: quietLogger{},
-		DataConverter: temporalx.DataConverter()})
+// ready checks that the frontend answers for the namespace: it is
+// registered a moment after the frontend comes up. It speaks gRPC directly
+// rather than through the SDK, which would link the SDK's test support into
+// devstack.
+func (t *Temporal) ready(ctx context.Context) error {
+	conn, err := grpc.NewClient(t.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err = workflowservice.NewWorkflowServiceClient(conn).DescribeWorkflowExecution(cctx, &workflowservice.DescribeWorkflowExecutionRequest{
+		Namespace: t.Namespace, Execution: &commonpb.WorkflowExecution{WorkflowId: "cdcflow-readiness-probe"}})
+	if err == nil || status.Code(err) == codes.NotFound {
+		return nil // the namespace serves requests
+	}
+	return err
 }

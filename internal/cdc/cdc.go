@@ -1,0 +1,151 @@
+// Package cdc is cdcflow's shared vocabulary: the types and names that the
+// programs, the workflows and the activities exchange. It is a leaf: it links
+// no database driver, no Kafka client and no metrics exporter, so that the
+// starter and the dlq command can speak to the workflows without them. It
+// does not link the Temporal SDK either, so that devstack, which uses its
+// names, stays free of the SDK's test support.
+package cdc
+
+import (
+	"fmt"
+	"time"
+)
+
+// Registered names of cdcflow's workflows.
+const (
+	WorkflowApplyBatch = "ApplyBatch"
+	WorkflowDeadLetter = "DeadLetter"
+)
+
+// BatchWorkflowID is the deterministic ID of the ApplyBatch workflow for a
+// batch: starting the same batch twice creates one workflow.
+func BatchWorkflowID(topic string, partition int, first, last int64) string {
+	return fmt.Sprintf("cdc-%s-%d-%d-%d", topic, partition, first, last)
+}
+
+// BatchInput describes one batch of messages from one Kafka partition, as the
+// starter cut it. Its events travel beside it, as the workflow's second
+// argument; those and Poison together cover every offset of the range.
+type BatchInput struct {
+	Topic       string   `json:"topic"`
+	Partition   int      `json:"partition"`
+	FirstOffset int64    `json:"first_offset"`
+	LastOffset  int64    `json:"last_offset"`
+	EventCount  int      `json:"event_count"`
+	Offsets     []int64  `json:"offsets,omitempty"` // Kafka offset of each event
+	Poison      []Poison `json:"poison,omitempty"`
+	// MaxAttempts is how often an event failing for a permanent reason is
+	// tried before it is dead-lettered (0: DefaultMaxAttempts).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+}
+
+// DefaultMaxAttempts is the default of BatchInput.MaxAttempts.
+const DefaultMaxAttempts = 3
+
+// Poison is a message that could not be decoded into an event.
+type Poison struct {
+	Offset int64 `json:"offset"`
+	// Value is the message as received, cut to PoisonValueLimit bytes; the
+	// original stays in Kafka at Offset.
+	Value     []byte `json:"value"`
+	Size      int    `json:"size"`
+	Truncated bool   `json:"truncated,omitempty"`
+	Error     string `json:"error"`
+}
+
+// PoisonValueLimit bounds the copy of an undecodable message kept in a batch.
+const PoisonValueLimit = 16 << 10
+
+// Counts says what happened to the events given to one apply. Every event
+// is in exactly one of the three counts.
+type Counts struct {
+	// Applied changes wrote their row.
+	Applied int `json:"applied"`
+	// Superseded changes were recorded but wrote nothing, because a newer
+	// change to the same row is already in the destination or in this batch.
+	Superseded int `json:"superseded"`
+	// Duplicates were applied before (their action_id is already recorded),
+	// or appear twice in the batch, and were skipped.
+	Duplicates int `json:"duplicates"`
+}
+
+// Add sums two counts.
+func (c Counts) Add(o Counts) Counts {
+	return Counts{Applied: c.Applied + o.Applied, Superseded: c.Superseded + o.Superseded, Duplicates: c.Duplicates + o.Duplicates}
+}
+
+// BatchSummary is the result of ApplyBatch, shown in the Temporal Web UI.
+type BatchSummary struct {
+	Events int `json:"events"`
+	Counts
+	// Failed counts messages that were not applied: each is dead-lettered.
+	Failed int `json:"failed"`
+	// DeadLetters are the IDs of the DeadLetter workflows of failed messages.
+	DeadLetters []string `json:"dead_letters,omitempty"`
+}
+
+// ApplyOutcome is the result of the ApplyEvents activity: what was applied,
+// and the events that failed for a permanent reason.
+type ApplyOutcome struct {
+	Counts
+	Failed []FailedEvent `json:"failed,omitempty"`
+}
+
+// FailedEvent is an event of a batch that failed for a permanent reason.
+type FailedEvent struct {
+	Index      int        `json:"index"` // position in the batch
+	ActionID   int64      `json:"action_id"`
+	Table      string     `json:"table"`
+	ErrorClass ErrorClass `json:"error_class"`
+	Error      string     `json:"error"`
+	// Message is the encoded event, as it came in the batch.
+	Message []byte `json:"message,omitempty"`
+}
+
+// DeadLetterRecord is one parked change and why it was parked: a row of the
+// dead_letters table, a record of the DLQ topic (Message as the value, the
+// rest as headers), and the input of its DeadLetter workflow.
+type DeadLetterRecord struct {
+	ID              string     `json:"id"` // also the DeadLetter workflow's ID
+	ActionID        int64      `json:"action_id,omitempty"`
+	Topic           string     `json:"topic"`
+	Partition       int        `json:"partition"`
+	Offset          int64      `json:"offset"`
+	Table           string     `json:"table,omitempty"`
+	ErrorClass      ErrorClass `json:"error_class"`
+	Error           string     `json:"error"`
+	Attempts        int        `json:"attempts"`
+	FirstFailure    time.Time  `json:"first_failure"`
+	LastFailure     time.Time  `json:"last_failure"`
+	BatchWorkflowID string     `json:"batch_workflow_id"`
+	BatchRunID      string     `json:"batch_run_id"`
+	// Message is the Kafka message value as received: the change event, or
+	// for an undecodable message the bytes kept of it.
+	Message []byte `json:"message"`
+}
+
+// DeadLetterID is the ID of the dead letter (and its DeadLetter workflow) of
+// the change with actionID.
+func DeadLetterID(actionID int64) string { return fmt.Sprintf("dlq-%d", actionID) }
+
+// PoisonDeadLetterID is the ID of the dead letter of an undecodable message,
+// which has no action_id: it is named by its place in Kafka.
+func PoisonDeadLetterID(topic string, partition int, offset int64) string {
+	return fmt.Sprintf("dlq-%s-%d-%d", topic, partition, offset)
+}
+
+// Header names of a record in the DLQ topic.
+const (
+	HeaderTopic        = "cdcflow-original-topic"
+	HeaderPartition    = "cdcflow-original-partition"
+	HeaderOffset       = "cdcflow-original-offset"
+	HeaderActionID     = "cdcflow-action-id"
+	HeaderTable        = "cdcflow-table"
+	HeaderErrorClass   = "cdcflow-error-class"
+	HeaderError        = "cdcflow-error"
+	HeaderAttempts     = "cdcflow-attempts"
+	HeaderFirstFailure = "cdcflow-first-failure"
+	HeaderLastFailure  = "cdcflow-last-failure"
+	HeaderWorkflowID   = "cdcflow-workflow-id"
+	HeaderRunID        = "cdcflow-run-id"
+)

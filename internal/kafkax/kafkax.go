@@ -1,0 +1,113 @@
+// Package kafkax is everything cdcflow's programs share about Kafka: the
+// connection settings each program's configuration embeds, the one writer
+// constructor, the message key of a change, and the message size limit.
+package kafkax
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// Conn locates the Kafka cluster and the change topic. Programs embed it in
+// their configuration.
+type Conn struct {
+	Brokers []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
+	Topic   string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+}
+
+// Validate reports a missing broker list or topic, naming the variable.
+func (c Conn) Validate() (variable string, err error) {
+	switch {
+	case len(c.Brokers) == 0:
+		return "KAFKA_BROKERS", errors.New("want at least one host:port")
+	case c.Topic == "":
+		return "CDCFLOW_TOPIC", errors.New("want a topic name")
+	}
+	return "", nil
+}
+
+// MaxMessageBytes is the size topics must accept (max.message.bytes, and
+// the brokers' message.max.bytes): room for the largest change event,
+// event.MaxEventBytes, in a record batch with its overhead.
+const MaxMessageBytes = 2 << 20
+
+// writerBatchBytes bounds what a writer puts in one record batch: one event
+// of the largest size fits, and the batch stays below MaxMessageBytes.
+const writerBatchBytes = event.MaxEventBytes + 64<<10
+
+// WriterOptions tunes NewWriter.
+type WriterOptions struct {
+	// BatchSize is how many messages go in one produce request (default 100).
+	BatchSize int
+	// AutoCreateTopic lets the first write create the topic where the broker
+	// allows it.
+	AutoCreateTopic bool
+}
+
+// NewWriter returns a writer to topic that waits for acknowledgements from
+// all in-sync replicas, sends what it is given at once rather than lingering,
+// and routes messages by key hash so that all changes of a row share a
+// partition.
+func NewWriter(brokers []string, topic string, opts WriterOptions) *kafka.Writer {
+	return &kafka.Writer{
+		Addr:                   kafka.TCP(brokers...),
+		Topic:                  topic,
+		Balancer:               &kafka.Hash{},
+		RequiredAcks:           kafka.RequireAll,
+		BatchSize:              opts.BatchSize,
+		BatchBytes:             writerBatchBytes,
+		BatchTimeout:           time.Millisecond, // callers hand over whole batches
+		AllowAutoTopicCreation: opts.AutoCreateTopic,
+	}
+}
+
+// Key is the message key of a change to the row of table with the given
+// primary key (its JSON object): every change of one row gets the same key,
+// and so lands in one partition, in order.
+func Key(table string, key []byte) []byte {
+	k := make([]byte, 0, len(table)+1+len(key))
+	k = append(k, table...)
+	k = append(k, ':')
+	return append(k, key...)
+}
+
+// Message returns the Kafka message of an encoded change event.
+func Message(ev event.Event, value []byte) kafka.Message {
+	return kafka.Message{Key: Key(ev.Table, ev.Key), Value: value}
+}
+
+// CreateTopics creates topics (name -> partitions) with replication factor 1
+// and room for the largest message, through the cluster's controller.
+func CreateTopics(ctx context.Context, brokers []string, topics map[string]int32) error {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return fmt.Errorf("connect to Kafka at %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return fmt.Errorf("find the Kafka controller: %w", err)
+	}
+	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	if err != nil {
+		return fmt.Errorf("connect to the Kafka controller: %w", err)
+	}
+	defer cc.Close()
+	var cfgs []kafka.TopicConfig
+	for name, parts := range topics {
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: name, NumPartitions: int(parts), ReplicationFactor: 1,
+			ConfigEntries: []kafka.ConfigEntry{{ConfigName: "max.message.bytes", ConfigValue: strconv.Itoa(MaxMessageBytes)}}})
+	}
+	if err := cc.CreateTopics(cfgs...); err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	return nil
+}
