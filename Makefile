@@ -14,9 +14,13 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
 
-.PHONY: all build test lint bench bench-apply bench-e2e fuzz run tools clean
+.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e fuzz run tools clean
 
 all: build
+
+## help: list the targets
+help:
+	@awk -F': ' '/^## / { sub(/^## /, ""); split($$0, t, ": "); printf "  %-12s %s\n", t[1], substr($$0, length(t[1]) + 3) }' $(MAKEFILE_LIST)
 
 ## tools: install the pinned Temporal CLI (dev server for tests and `make run`) into the cache
 tools: $(TEMPORAL)
@@ -37,14 +41,16 @@ build:
 	$(GO) build -o bin/ ./worker ./starter ./capture ./dlq ./devstack
 
 ## test: every test, with the race detector, against real PostgreSQL, Temporal and a Kafka-protocol broker
-test: tools
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+test: tools fmt-check
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
 
+## fmt-check: fail when a Go file is not gofmt-formatted
+fmt-check:
+	@unformatted="$$(gofmt -l $$(git ls-files '*.go'))"; test -z "$$unformatted" || { echo "gofmt needed:"; echo "$$unformatted"; exit 1; }
+
 ## lint: gofmt, go vet, staticcheck and workflowcheck (workflow determinism)
-lint: $(STATICCHECK) $(WORKFLOWCHECK)
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+lint: fmt-check $(STATICCHECK) $(WORKFLOWCHECK)
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	$(WORKFLOWCHECK) ./workflows/...
@@ -68,5 +74,6 @@ fuzz:
 run: tools build
 	./bin/devstack
 
+## clean: remove the built programs
 clean:
 	rm -rf bin
