@@ -106,6 +106,10 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	return t, nil
 }
 
+// Process is the dev server's process, nil for an external server: tests
+// pause (SIGSTOP) and kill it.
+func (t *Temporal) Process() *Process { return t.proc }
+
 // Close stops the dev server.
 func (t *Temporal) Close() error {
 	if t.proc == nil {

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -198,10 +199,10 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
 
 	// A start under way finishes even if the poller is being stopped, so that
-	// what was started gets committed.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pp.p.cfg.StartGrace)
+	// what was started gets committed: its context ends StartGrace after ctx.
+	sctx, cancel := graceContext(ctx, pp.p.cfg.StartGrace)
 	defer cancel()
-	run, err := pp.p.start(ctx, sctx, id, in, events)
+	run, err := pp.p.start(sctx, id, in, events)
 	if err != nil {
 		<-pp.inFlight
 		if ctx.Err() != nil {
@@ -225,22 +226,61 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	}
 	go func() {
 		defer func() { <-pp.inFlight }()
-		var sum cdc.BatchSummary
-		if err := run.Get(ctx, &sum); err != nil {
-			if ctx.Err() == nil {
-				pp.p.log.Error("batch workflow failed", "workflow_id", id, "error", err)
-			}
-			return
-		}
-		pp.p.log.Debug("batch applied", "workflow_id", id, "applied", sum.Applied,
-			"duplicates", sum.Duplicates, "superseded", sum.Superseded, "failed", sum.Failed)
+		pp.p.await(ctx, run)
 	}()
 	return nil
 }
 
-// start starts the workflow, retrying transient failures with capped backoff
-// until stop is cancelled. It returns a nil run when the ID was used before.
-func (p *Poller) start(stop, ctx context.Context, id string, in cdc.BatchInput, events event.Batch) (client.WorkflowRun, error) {
+// await waits for a batch workflow to close, holding its in-flight slot. An
+// error of the call itself (Temporal unreachable for a while) is not the
+// workflow's end: the wait goes on until ctx ends.
+func (p *Poller) await(ctx context.Context, run client.WorkflowRun) {
+	backoff := 100 * time.Millisecond
+	for {
+		var sum cdc.BatchSummary
+		err := run.Get(ctx, &sum)
+		if err == nil {
+			p.log.Debug("batch applied", "workflow_id", run.GetID(), "applied", sum.Applied,
+				"duplicates", sum.Duplicates, "superseded", sum.Superseded, "failed", sum.Failed)
+			return
+		}
+		var closed *temporal.WorkflowExecutionError
+		if errors.As(err, &closed) {
+			p.log.Error("batch workflow failed", "workflow_id", run.GetID(), "error", err)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		p.log.Warn("waiting for batch workflow, retrying", "workflow_id", run.GetID(), "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// graceContext returns a context that ends grace after parent ends, so that
+// work under way can finish during a shutdown but not hang it.
+func graceContext(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() { time.AfterFunc(grace, cancel) })
+	return ctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// startAttemptTimeout bounds one start request: a server that stopped
+// answering is asked again rather than waited for.
+const startAttemptTimeout = 10 * time.Second
+
+// start starts the workflow, retrying failures (Temporal unreachable or
+// overloaded, for any length of time) with capped backoff until ctx ends. It
+// returns a nil run when the ID was used before.
+func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events event.Batch) (client.WorkflowRun, error) {
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                p.cfg.TaskQueue,
@@ -250,7 +290,9 @@ func (p *Poller) start(stop, ctx context.Context, id string, in cdc.BatchInput, 
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		run, err := p.temporal.ExecuteWorkflow(ctx, opts, cdc.WorkflowApplyBatch, in, events)
+		actx, cancel := context.WithTimeout(ctx, startAttemptTimeout)
+		run, err := p.temporal.ExecuteWorkflow(actx, opts, cdc.WorkflowApplyBatch, in, events)
+		cancel()
 		if err == nil {
 			p.Stats.BatchesStarted.Add(1)
 			return run, nil
@@ -263,8 +305,8 @@ func (p *Poller) start(stop, ctx context.Context, id string, in cdc.BatchInput, 
 		}
 		p.log.Warn("start workflow failed, retrying", "workflow_id", id, "error", err, "backoff", backoff)
 		select {
-		case <-stop.Done():
-			return nil, stop.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 10*time.Second)

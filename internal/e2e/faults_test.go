@@ -1,0 +1,163 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+)
+
+// TestDestinationOutage stops the destination PostgreSQL for 20 s while
+// changes flow: nothing is dead-lettered, every change is applied once it is
+// back, and the destination ends equal to the source.
+func TestDestinationOutage(t *testing.T) {
+	if testenv.ExternalServices() {
+		t.Skip("stops and starts its own destination cluster")
+	}
+	ctx := context.Background()
+	destPG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer destPG.Close()
+	p := newPipeline(t)
+	p.withSource()
+	p.env["CDCFLOW_DEST_DSN"] = destPG.DSN
+	p.dest.Close()
+	if p.dest, err = db.Open(ctx, destPG.DSN, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := demo.CreateTable(ctx, p.dest); err != nil {
+		t.Fatal(err)
+	}
+	p.start("capture")
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	worker := p.start("worker", fmt.Sprintf("CDCFLOW_METRICS_ADDR=127.0.0.1:%d", port))
+	p.start("starter")
+
+	written := p.duringLoad(func() {
+		if err := destPG.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Second) // the outage itself: changes keep coming meanwhile
+		if err := destPG.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters after an outage, want none", n)
+	}
+	if n := p.count(`SELECT count(*) FROM cdcflow.processed_events`); int64(n) < written {
+		t.Fatalf("%d changes applied, %d written", n, written)
+	}
+	if out := worker.out.String(); !containsAll(out, "apply batch failed, will retry") {
+		t.Fatalf("the outage left no trace in the worker's log:\n%s", out)
+	}
+	// ... nor in its metrics.
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	transient := regexp.MustCompile(`cdcflow_apply_errors_total\{error_class="Transient"[^}]*\} (\d+)`).FindSubmatch(body)
+	applied := regexp.MustCompile(`cdcflow_apply_events_total\{outcome="applied"[^}]*\} (\d+)`).FindSubmatch(body)
+	if transient == nil || string(transient[1]) == "0" || applied == nil || strings.Contains(string(body), "cdcflow_dead_letters_total{") {
+		t.Fatalf("metrics after the outage:\n%s", body)
+	}
+	t.Logf("metrics: %s transient apply errors, %s events applied", transient[1], applied[1])
+	t.Logf("%d changes written, all applied after a 20 s destination outage", written)
+}
+
+// TestTemporalPause freezes the Temporal server (SIGSTOP) for 15 s while
+// changes flow, then lets it go on: without restarting anything, every change
+// arrives.
+func TestTemporalPause(t *testing.T) {
+	if testenv.ExternalServices() {
+		t.Skip("pauses its own Temporal server")
+	}
+	tmp, err := localsvc.StartTemporal(context.Background(), localsvc.TemporalOptions{SearchAttributes: cdc.SearchAttributes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tmp.Close()
+	p := newPipeline(t)
+	p.withSource()
+	p.env["TEMPORAL_ADDRESS"] = tmp.Address
+	p.temporal = testenv.Dial(t, tmp)
+	p.start("capture")
+	p.start("worker")
+	p.start("starter")
+
+	written := p.duringLoad(func() {
+		if err := tmp.Process().Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(15 * time.Second) // the pause itself: changes keep coming meanwhile
+		if err := tmp.Process().Signal(syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Logf("%d changes written, all applied after Temporal was paused for 15 s", written)
+}
+
+// duringLoad keeps two writers changing rows on the source; once changes are
+// seen arriving it runs fault, lets the writers go on a moment more, stops
+// them, and waits until the destination equals the source. It returns how
+// many rows the writers changed.
+func (p *pipeline) duringLoad(fault func()) int64 {
+	t, ctx := p.t, context.Background()
+	waitTable(t, p.source, "employees")
+	stop := make(chan struct{})
+	var written atomic.Int64
+	var wg sync.WaitGroup
+	stopWriters := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopWriters() // also when the test fails early: no t.Error after it ended
+	for w := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(w), 5))
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+				n, err := writeTx(ctx, p.source, rng, 500)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				written.Add(int64(n))
+			}
+		}()
+	}
+	eventually(t, time.Minute, "changes flowing", func() (bool, string) {
+		n := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+		return n > 200, "applied so far: " + itoa(n)
+	})
+	fault()
+	time.Sleep(2 * time.Second) // a little more traffic after the fault
+	stopWriters()
+	p.waitSame("public.employees", "emp_id", 3*time.Minute)
+	return written.Load()
+}
