@@ -274,8 +274,12 @@ type table struct {
 	name      string // schema.table, as in events
 	ident     string // quoted, safe to splice into SQL
 	columns   map[string]bool
-	sortedPK  []string
-	deleteSQL string
+	generated map[string]bool // computed by the destination: never written
+	// identityAlways: the table has a GENERATED ALWAYS identity column, whose
+	// source value is written with OVERRIDING SYSTEM VALUE.
+	identityAlways bool
+	sortedPK       []string
+	deleteSQL      string
 }
 
 // table returns the catalog description of name, reading it when it is not
@@ -288,7 +292,7 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 	}
 	schema, rel, _ := strings.Cut(name, ".")
 	rows, err := a.pool.Query(ctx, `
-		SELECT a.attname, COALESCE(a.attnum = ANY(i.indkey), false)
+		SELECT a.attname, COALESCE(a.attnum = ANY(i.indkey), false), a.attgenerated <> '', a.attidentity = 'a'
 		FROM pg_catalog.pg_attribute a
 		JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
 		JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -299,14 +303,16 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
-	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}}
+	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}, generated: map[string]bool{}}
 	for rows.Next() {
 		var col string
-		var inPK bool
-		if err := rows.Scan(&col, &inPK); err != nil {
+		var inPK, generated, identityAlways bool
+		if err := rows.Scan(&col, &inPK, &generated, &identityAlways); err != nil {
 			return nil, fmt.Errorf("read columns of %s: %w", name, err)
 		}
 		t.columns[col] = true
+		t.generated[col] = generated
+		t.identityAlways = t.identityAlways || identityAlways
 		if inPK {
 			t.sortedPK = append(t.sortedPK, col)
 		}
@@ -341,16 +347,21 @@ WHERE b.won AND b.op = 'delete' AND b.tbl = $1 AND %s`, t.ident, t.ident, string
 // columns. jsonb_populate_record converts each JSON value to its column's
 // type, so a bad value fails here with SQLSTATE class 22.
 // When a batch mixes row images with different column sets, each set gets its
-// own upsert and filter selects the rows with exactly that set.
+// own upsert and filter selects the rows with exactly that set. Generated
+// columns are computed by the destination and left out; an identity column
+// that the destination generates ALWAYS takes the source's value, so that
+// the row keeps its key.
 func (t *table) upsertSQL(cols []string, filter bool) string {
-	quoted := make([]string, len(cols))
-	selected := make([]string, len(cols))
-	var set []string
-	for i, c := range cols {
-		quoted[i] = quote(c)
-		selected[i] = "r." + quoted[i]
+	var quoted, selected, set []string
+	for _, c := range cols {
+		if t.generated[c] {
+			continue
+		}
+		q := quote(c)
+		quoted = append(quoted, q)
+		selected = append(selected, "r."+q)
 		if !slices.Contains(t.sortedPK, c) {
-			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", quoted[i], quoted[i]))
+			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
 		}
 	}
 	conflict := "DO NOTHING"
@@ -365,11 +376,15 @@ func (t *table) upsertSQL(cols []string, filter bool) string {
 	if filter {
 		where = fmt.Sprintf(` AND (SELECT array_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(b.after) k) = %s`, textArray(cols))
 	}
-	return fmt.Sprintf(`INSERT INTO %s (%s)
+	overriding := ""
+	if t.identityAlways {
+		overriding = " OVERRIDING SYSTEM VALUE"
+	}
+	return fmt.Sprintf(`INSERT INTO %s (%s)%s
 SELECT %s FROM cdcflow_batch b, LATERAL jsonb_populate_record(NULL::%s, b.after) r
 WHERE b.won AND b.op <> 'delete' AND b.tbl = $1%s
 ON CONFLICT (%s) %s`,
-		t.ident, strings.Join(quoted, ", "), strings.Join(selected, ", "), t.ident,
+		t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "), t.ident,
 		where, strings.Join(pk, ", "), conflict)
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
@@ -316,5 +317,89 @@ func TestApplyIsolatingSetsAsideBadEvents(t *testing.T) {
 	}
 	if n := d.count(t, `SELECT count(*) FROM cdcflow.processed_events WHERE action_id IN (11, 41, 71)`); n != 0 {
 		t.Fatalf("failed events were recorded as processed")
+	}
+}
+
+// TestIdentityAndGeneratedColumns: a GENERATED ALWAYS identity key keeps the
+// source's value, and a generated column is computed by the destination,
+// whatever the row image says of it.
+func TestIdentityAndGeneratedColumns(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE items (
+		id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+		name  text,
+		price numeric,
+		gross numeric GENERATED ALWAYS AS (price * 2) STORED)`)
+	apl, err := applier.New(context.Background(), d.pool, []string{"public.items"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := func(id int64, op event.Op, key int, after string) event.Event {
+		ev := event.Event{ActionID: id, Table: "public.items", Op: op, CommitTime: commit, SchemaVersion: 1,
+			Key: json.RawMessage(fmt.Sprintf(`{"id":%d}`, key))}
+		if after != "" {
+			ev.After = json.RawMessage(after)
+		}
+		return ev
+	}
+	counts, err := apl.Apply(context.Background(), []event.Event{
+		item(1, event.OpInsert, 41, `{"id":41,"name":"bolt","price":1.5,"gross":3.0}`),
+		item(2, event.OpInsert, 42, `{"id":42,"name":"nut","price":2,"gross":4}`),
+		item(3, event.OpUpdate, 41, `{"id":41,"name":"bolt","price":2.5,"gross":5.0}`),
+		item(4, event.OpInsert, 43, `{"id":43,"name":"washer","price":1,"gross":2}`),
+		item(5, event.OpDelete, 43, ""),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.Counts{Applied: 3, Superseded: 2}, counts); diff != "" {
+		t.Fatalf("counts (-want +got):\n%s", diff)
+	}
+	rows, err := d.pool.Query(context.Background(), `SELECT id || ':' || name || ':' || price || ':' || gross FROM items ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"41:bolt:2.5:5.0", "42:nut:2:4"}, got); diff != "" {
+		t.Fatalf("items (-want +got):\n%s", diff)
+	}
+}
+
+// TestPartitionedTable: changes addressed to a partitioned table land in its
+// partitions.
+func TestPartitionedTable(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE measurements (day date, sensor int, value int, PRIMARY KEY (day, sensor)) PARTITION BY RANGE (day)`)
+	d.exec(t, `CREATE TABLE measurements_2026 PARTITION OF measurements FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
+	d.exec(t, `CREATE TABLE measurements_2027 PARTITION OF measurements FOR VALUES FROM ('2027-01-01') TO ('2028-01-01')`)
+	apl, err := applier.New(context.Background(), d.pool, []string{"public.measurements"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := func(id int64, op event.Op, day string, value int) event.Event {
+		ev := event.Event{ActionID: id, Table: "public.measurements", Op: op, CommitTime: commit, SchemaVersion: 1,
+			Key: json.RawMessage(fmt.Sprintf(`{"day":%q,"sensor":1}`, day))}
+		if op != event.OpDelete {
+			ev.After = json.RawMessage(fmt.Sprintf(`{"day":%q,"sensor":1,"value":%d}`, day, value))
+		}
+		return ev
+	}
+	if _, err := apl.Apply(context.Background(), []event.Event{m(1, event.OpInsert, "2026-12-31", 1), m(2, event.OpInsert, "2027-01-01", 2),
+		m(3, event.OpUpdate, "2026-12-31", 3), m(4, event.OpInsert, "2027-06-01", 4), m(5, event.OpDelete, "2027-06-01", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := d.pool.Query(context.Background(), `SELECT tableoid::regclass || ':' || day || ':' || value FROM measurements ORDER BY day`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"measurements_2026:2026-12-31:3", "measurements_2027:2027-01-01:2"}, got); diff != "" {
+		t.Fatalf("measurements (-want +got):\n%s", diff)
 	}
 }

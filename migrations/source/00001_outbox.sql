@@ -19,14 +19,21 @@ CREATE TABLE cdcflow.outbox (
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
--- capture_row is the row trigger. Its arguments are the primary-key columns.
+-- capture_row is the row trigger. Its first argument is the name of the
+-- table the trigger was installed on (schema.table), the others are the
+-- primary-key columns. The name is an argument because a partitioned table's
+-- trigger fires on its partitions, and events name the partitioned table.
 -- A change of primary key becomes a delete of the old key and an insert of
 -- the new one, so that the destination can apply every change by key.
+-- Values are rendered the same whatever the writing session's settings
+-- (timestamptz in UTC): one row, one key text, one Kafka key.
 -- +goose StatementBegin
 CREATE FUNCTION cdcflow.capture_row() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+SET timezone TO 'UTC' SET intervalstyle TO 'postgres' SET extra_float_digits TO 1
+AS $$
 DECLARE
-    tbl     text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    tbl     text := TG_ARGV[0];
     new_row jsonb;
     old_row jsonb;
     new_key jsonb;
@@ -36,18 +43,18 @@ BEGIN
     -- query per row.
     IF TG_OP <> 'DELETE' THEN
         new_row := to_jsonb(NEW);
-        IF TG_NARGS = 1 THEN
-            new_key := jsonb_build_object(TG_ARGV[0], new_row -> TG_ARGV[0]);
+        IF TG_NARGS = 2 THEN
+            new_key := jsonb_build_object(TG_ARGV[1], new_row -> TG_ARGV[1]);
         ELSE
-            SELECT jsonb_object_agg(c, new_row -> c) INTO new_key FROM unnest(TG_ARGV) AS c;
+            SELECT jsonb_object_agg(c, new_row -> c) INTO new_key FROM unnest(TG_ARGV[1:]) AS c;
         END IF;
     END IF;
     IF TG_OP <> 'INSERT' THEN
         old_row := to_jsonb(OLD);
-        IF TG_NARGS = 1 THEN
-            old_key := jsonb_build_object(TG_ARGV[0], old_row -> TG_ARGV[0]);
+        IF TG_NARGS = 2 THEN
+            old_key := jsonb_build_object(TG_ARGV[1], old_row -> TG_ARGV[1]);
         ELSE
-            SELECT jsonb_object_agg(c, old_row -> c) INTO old_key FROM unnest(TG_ARGV) AS c;
+            SELECT jsonb_object_agg(c, old_row -> c) INTO old_key FROM unnest(TG_ARGV[1:]) AS c;
         END IF;
     END IF;
 
@@ -67,13 +74,18 @@ $$;
 -- +goose StatementEnd
 
 -- capture_table installs (or refreshes) the trigger on one table; the capture
--- program calls it for every table of its allowlist at start.
+-- program calls it for every table of its allowlist at start. On a
+-- partitioned table the trigger reaches every partition, present and future.
 -- +goose StatementBegin
 CREATE FUNCTION cdcflow.capture_table(tbl regclass) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    pk text;
+    pk   text;
+    name text;
 BEGIN
+    SELECT n.nspname || '.' || c.relname INTO name
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
     SELECT string_agg(quote_literal(a.attname), ', ' ORDER BY array_position(i.indkey, a.attnum))
       INTO pk
       FROM pg_index i
@@ -84,7 +96,7 @@ BEGIN
     END IF;
     EXECUTE format('DROP TRIGGER IF EXISTS cdcflow_capture ON %s', tbl);
     EXECUTE format('CREATE TRIGGER cdcflow_capture AFTER INSERT OR UPDATE OR DELETE ON %s '
-                   'FOR EACH ROW EXECUTE FUNCTION cdcflow.capture_row(%s)', tbl, pk);
+                   'FOR EACH ROW EXECUTE FUNCTION cdcflow.capture_row(%s, %s)', tbl, quote_literal(name), pk);
 END
 $$;
 -- +goose StatementEnd
