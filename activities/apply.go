@@ -93,7 +93,7 @@ func (a *Apply) ReplayChange(ctx context.Context, in cdc.ReplayInput) (cdc.Count
 	counts, err := a.Applier.Apply(ctx, []event.Event{ev})
 	var perm *applier.PermanentError
 	if errors.As(err, &perm) {
-		return cdc.Counts{}, temporal.NewNonRetryableApplicationError(perm.Error(), string(perm.Class), nil, perm.ActionID)
+		return cdc.Counts{}, temporal.NewNonRetryableApplicationError(perm.Error(), string(perm.ErrorClass), nil, perm.ActionID)
 	}
 	return counts, err
 }

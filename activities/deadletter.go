@@ -70,7 +70,7 @@ func headers(rec cdc.DeadLetterRecord) []kafka.Header {
 		h(cdc.HeaderAttempts, strconv.Itoa(rec.Attempts)),
 		h(cdc.HeaderFirstFailure, rec.FirstFailure.UTC().Format(time.RFC3339Nano)),
 		h(cdc.HeaderLastFailure, rec.LastFailure.UTC().Format(time.RFC3339Nano)),
-		h(cdc.HeaderWorkflowID, rec.BatchWorkflowID),
-		h(cdc.HeaderRunID, rec.BatchRunID),
+		h(cdc.HeaderBatchWorkflowID, rec.BatchWorkflowID),
+		h(cdc.HeaderBatchRunID, rec.BatchRunID),
 	}
 }

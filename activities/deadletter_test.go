@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/activities"
@@ -49,7 +50,7 @@ func TestParkIsIdempotent(t *testing.T) {
 	defer pub.w.Close()
 	d := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: pub}
 
-	now := time.Now()
+	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 	dl := cdc.DeadLetterRecord{ID: "dlq-7", ActionID: 7, Topic: "changes", Partition: 0, Offset: 41, Table: "public.employees",
 		ErrorClass: "ConstraintViolation", Error: "violates check", Attempts: 3, FirstFailure: now, LastFailure: now,
 		BatchWorkflowID: "cdc-changes-0-0-99", BatchRunID: "run", Message: []byte(`{"action_id":7}`)}
@@ -58,12 +59,13 @@ func TestParkIsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var rows int
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.dead_letters WHERE published_at IS NOT NULL`).Scan(&rows); err != nil {
+	type parked struct{ Rows, Messages int }
+	got := parked{Messages: pub.sent}
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.dead_letters WHERE published_at IS NOT NULL`).Scan(&got.Rows); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 1 || pub.sent != 1 {
-		t.Fatalf("%d rows and %d DLQ messages after parking three times, want 1 and 1", rows, pub.sent)
+	if diff := cmp.Diff(parked{Rows: 1, Messages: 1}, got); diff != "" {
+		t.Fatalf("after parking three times (-want +got):\n%s", diff)
 	}
 
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: "changes_dlq", Partition: 0})
@@ -78,22 +80,31 @@ func TestParkIsIdempotent(t *testing.T) {
 	for _, h := range m.Headers {
 		headers[h.Key] = string(h.Value)
 	}
-	if string(m.Value) != `{"action_id":7}` || headers[cdc.HeaderOffset] != "41" || headers[cdc.HeaderAttempts] != "3" ||
-		headers[cdc.HeaderErrorClass] != "ConstraintViolation" || headers[cdc.HeaderWorkflowID] != "cdc-changes-0-0-99" {
-		t.Fatalf("DLQ message %s with headers %v", m.Value, headers)
+	wantHeaders := map[string]string{
+		cdc.HeaderTopic: "changes", cdc.HeaderPartition: "0", cdc.HeaderOffset: "41", cdc.HeaderActionID: "7",
+		cdc.HeaderTable: "public.employees", cdc.HeaderErrorClass: "ConstraintViolation", cdc.HeaderError: "violates check",
+		cdc.HeaderAttempts: "3", cdc.HeaderFirstFailure: "2026-11-25T10:00:00Z", cdc.HeaderLastFailure: "2026-11-25T10:00:00Z",
+		cdc.HeaderBatchWorkflowID: "cdc-changes-0-0-99", cdc.HeaderBatchRunID: "run",
+	}
+	if diff := cmp.Diff(wantHeaders, headers); diff != "" {
+		t.Fatalf("DLQ headers (-want +got):\n%s", diff)
+	}
+	if string(m.Value) != `{"action_id":7}` {
+		t.Fatalf("DLQ message %s, want the parked message", m.Value)
 	}
 
-	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Decision: "test data"}); err != nil {
+	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "test data"}); err != nil {
 		t.Fatal(err)
 	}
-	var state, decision string
-	if err := pool.QueryRow(ctx, `SELECT state, decision FROM cdcflow.dead_letters WHERE id = 'dlq-7'`).Scan(&state, &decision); err != nil {
+	var settled cdc.Settlement
+	if err := pool.QueryRow(ctx, `SELECT id, state, outcome FROM cdcflow.dead_letters WHERE id = 'dlq-7'`).
+		Scan(&settled.ID, &settled.State, &settled.Outcome); err != nil {
 		t.Fatal(err)
 	}
-	if state != "discarded" || decision != "test data" {
-		t.Fatalf("settled as %s %q", state, decision)
+	if diff := cmp.Diff(cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "test data"}, settled); diff != "" {
+		t.Fatalf("settled (-want +got):\n%s", diff)
 	}
-	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-unknown", State: cdc.StateDiscarded, Decision: "x"}); err == nil || err.Error() != "settle dead letter dlq-unknown: no such dead letter" {
+	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-unknown", State: cdc.StateDiscarded, Outcome: "x"}); err == nil || err.Error() != "settle dead letter dlq-unknown: no such dead letter" {
 		t.Fatalf("settling an unknown dead letter: %v", err)
 	}
 }

@@ -39,10 +39,10 @@ func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterSta
 // a replay and a discard, never interleave: the second sees what the first
 // decided.
 type deadLetter struct {
-	record   cdc.DeadLetterRecord
-	status   cdc.DeadLetterStatus
-	decision string // what Settle records: the discard reason, or the replay's outcome
-	lock     workflow.Mutex
+	record  cdc.DeadLetterRecord
+	status  cdc.DeadLetterStatus
+	outcome string // what Settle records: the discard reason, or what the replay did
+	lock    workflow.Mutex
 }
 
 func newDeadLetter(ctx workflow.Context, rec cdc.DeadLetterRecord) *deadLetter {
@@ -93,7 +93,7 @@ func (d *deadLetter) replaySignal(ctx workflow.Context, raw json.RawMessage) {
 func (d *deadLetter) discardSignal(ctx workflow.Context, raw json.RawMessage) {
 	req, err := parseDiscard(raw)
 	d.decide(ctx, err, func() {
-		d.status.State, d.decision = cdc.StateDiscarded, req.Reason
+		d.status.State, d.outcome = cdc.StateDiscarded, req.Reason
 		d.status.Decisions = append(d.status.Decisions, cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, Reason: req.Reason})
 	})
 }
@@ -166,7 +166,7 @@ func (d *deadLetter) replay(ctx workflow.Context, req cdc.ReplayRequest) {
 	default:
 		dec.Outcome = "duplicate: the change was applied before"
 	}
-	d.status.State, d.decision = cdc.StateReplayed, dec.Outcome
+	d.status.State, d.outcome = cdc.StateReplayed, dec.Outcome
 	d.status.Decisions = append(d.status.Decisions, dec)
 }
 
@@ -181,7 +181,7 @@ func (d *deadLetter) alreadyDecided() error {
 // settle records the decision in the dead_letters table and the search
 // attributes.
 func (d *deadLetter) settle(ctx workflow.Context) error {
-	s := cdc.Settlement{ID: d.record.ID, State: d.status.State, Decision: d.decision}
+	s := cdc.Settlement{ID: d.record.ID, State: d.status.State, Outcome: d.outcome}
 	if err := workflow.ExecuteLocalActivity(ctx, deadLetters.Settle, s).Get(ctx, nil); err != nil {
 		return err
 	}

@@ -3,14 +3,12 @@ package workflows
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/segmentio/kafka-go"
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
@@ -20,9 +18,14 @@ import (
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/deadletter"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/migrations"
 )
 
 // TestReplayRecordedHistories replays histories recorded from a real server
@@ -53,9 +56,9 @@ func TestReplayRecordedHistories(t *testing.T) {
 }
 
 // TestRecordHistories rewrites testdata/*.json by running each workflow on a
-// real Temporal server: CDCFLOW_RECORD_HISTORIES=1 go test ./workflows -run
-// TestRecordHistories. The activities run with scripted dependencies; only
-// the commands the workflows issue matter to the replay test.
+// real Temporal server, with the real activities against PostgreSQL and the
+// Kafka protocol: CDCFLOW_RECORD_HISTORIES=1 go test ./workflows -run
+// TestRecordHistories.
 func TestRecordHistories(t *testing.T) {
 	if os.Getenv("CDCFLOW_RECORD_HISTORIES") == "" {
 		t.Skip("set CDCFLOW_RECORD_HISTORIES=1 to rewrite the recorded histories")
@@ -64,10 +67,33 @@ func TestRecordHistories(t *testing.T) {
 	tmp := testenv.TemporalServer(t)
 	c := testenv.Dial(t, tmp)
 	queue := fmt.Sprintf("record-%d", time.Now().UnixNano())
+	dsn := testenv.NewDatabase(t, "record")
+	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := demo.CreateTable(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `ALTER TABLE employees ADD CONSTRAINT salary_not_negative CHECK (salary >= 0)`); err != nil {
+		t.Fatal(err)
+	}
+	apl, err := applier.New(ctx, pool, []string{demo.Table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	brokers, _ := testenv.NewKafka(t, map[string]int32{"record_dlq": 1})
+	dlq := kafkax.NewWriter(brokers, "record_dlq", kafkax.WriterOptions{})
+	defer dlq.Close()
+	deadLetters := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq}
 	w := worker.New(c, queue, worker.Options{})
 	Register(w)
-	w.RegisterActivity(&activities.Apply{Applier: scriptedApplier{failing: 2}})
-	w.RegisterActivity(&activities.DeadLetters{Store: &nopStore{}, Publisher: discardPublisher{}})
+	w.RegisterActivity(&activities.Apply{Applier: apl})
+	w.RegisterActivity(deadLetters)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +101,17 @@ func TestRecordHistories(t *testing.T) {
 	suffix := fmt.Sprint(time.Now().UnixNano())
 
 	// A batch of four events, one poison message and one event that fails
-	// every try: applied, parked twice.
+	// every try (a negative salary): applied, parked twice.
 	batchID := "cdc-record-" + suffix
-	events := batchOf(t, 4)
+	encoded := make([][]byte, 4)
+	for i := range encoded {
+		salary := 10
+		if i == 1 {
+			salary = -1
+		}
+		encoded[i] = encode(t, demo.Event(int64(i+1), event.OpInsert, demo.Employee{EmpID: i + 1, DOB: "1990-01-01", Salary: salary}))
+	}
+	events := event.NewBatch(encoded)
 	in := cdc.BatchInput{Topic: "record-" + suffix, Partition: 0, FirstOffset: 0, LastOffset: 4, EventCount: 4,
 		Offsets: []int64{0, 1, 3, 4}, Poison: []cdc.Poison{{Offset: 2, Value: []byte("{"), Size: 1, Error: "invalid change event: unexpected EOF"}}}
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: batchID, TaskQueue: queue}, cdc.WorkflowApplyBatch, in, events)
@@ -91,9 +125,13 @@ func TestRecordHistories(t *testing.T) {
 	save(t, c, batchID, "apply_batch_dead_letters.json")
 
 	// A parked change replayed by signal after a malformed request.
-	start := func(id string) client.WorkflowRun {
-		rec := cdc.DeadLetterRecord{ID: id, ActionID: 7, Topic: in.Topic, Offset: 9, Table: "public.employees",
-			ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3, Message: eventJSON(t, 7)}
+	start := func(id string, actionID int64) client.WorkflowRun {
+		rec := cdc.DeadLetterRecord{ID: id, ActionID: actionID, Topic: in.Topic, Offset: actionID, Table: demo.Table,
+			ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3,
+			Message: encode(t, demo.Event(actionID, event.OpInsert, demo.Employee{EmpID: int(actionID), DOB: "1990-01-01", Salary: 1}))}
+		if err := deadLetters.Park(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: rec})
 		if err != nil {
 			t.Fatal(err)
@@ -101,7 +139,7 @@ func TestRecordHistories(t *testing.T) {
 		return run
 	}
 	replayID := "dlq-replay-" + suffix
-	replayed := start(replayID)
+	replayed := start(replayID, 7)
 	signal := func(id, name string, arg any) {
 		if err := c.SignalWorkflow(ctx, id, "", name, arg); err != nil {
 			t.Fatal(err)
@@ -114,9 +152,9 @@ func TestRecordHistories(t *testing.T) {
 
 	// A corrected replay by update.
 	correctedID := "dlq-corrected-" + suffix
-	corrected := start(correctedID)
+	corrected := start(correctedID, 8)
 	h, err := c.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: correctedID, UpdateName: cdc.UpdateReplayCorrected,
-		WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":7,"salary":10}`)}}})
+		WaitForStage: client.WorkflowUpdateStageCompleted, Args: []any{cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":8,"salary":10}`)}}})
 	if err == nil {
 		err = h.Get(ctx, nil)
 	}
@@ -128,7 +166,7 @@ func TestRecordHistories(t *testing.T) {
 
 	// A discard.
 	discardID := "dlq-discard-" + suffix
-	discarded := start(discardID)
+	discarded := start(discardID, 9)
 	signal(discardID, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "test data"})
 	wait(t, discarded, cdc.StateDiscarded)
 	save(t, c, discardID, "dead_letter_discard.json")
@@ -165,58 +203,11 @@ func save(t *testing.T, c client.Client, workflowID, file string) {
 	t.Logf("wrote %s", path)
 }
 
-func eventJSON(t *testing.T, actionID int64) []byte {
+func encode(t *testing.T, ev event.Event) []byte {
 	t.Helper()
-	events, err := batchOf(t, int(actionID)).Decode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := event.Encode(events[actionID-1])
+	b, err := event.Encode(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
 }
-
-// scriptedApplier applies every event but the one with action_id failing,
-// which fails for a permanent reason every time.
-type scriptedApplier struct{ failing int64 }
-
-func (s scriptedApplier) Apply(_ context.Context, evs []event.Event) (cdc.Counts, error) {
-	for _, ev := range evs {
-		if ev.ActionID == s.failing {
-			return cdc.Counts{}, &applier.PermanentError{Class: cdc.ClassConstraint, ActionID: ev.ActionID, Msg: "violates check"}
-		}
-	}
-	return cdc.Counts{Applied: len(evs)}, nil
-}
-
-func (s scriptedApplier) ApplyIsolating(ctx context.Context, evs []event.Event) (cdc.Counts, []cdc.FailedEvent, error) {
-	var failed []cdc.FailedEvent
-	var rest []event.Event
-	for i, ev := range evs {
-		if ev.ActionID == s.failing {
-			failed = append(failed, cdc.FailedEvent{Index: i, ActionID: ev.ActionID, Table: ev.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check"})
-			continue
-		}
-		rest = append(rest, ev)
-	}
-	counts, err := s.Apply(ctx, rest)
-	return counts, failed, err
-}
-
-// nopStore stands in for the dead_letters table while recording.
-type nopStore struct{}
-
-func (*nopStore) Record(context.Context, cdc.DeadLetterRecord) (bool, error) { return false, nil }
-func (*nopStore) MarkPublished(context.Context, string) error                { return nil }
-func (*nopStore) Settle(_ context.Context, s cdc.Settlement) error {
-	if s.ID == "" {
-		return errors.New("settlement without an ID")
-	}
-	return nil
-}
-
-type discardPublisher struct{}
-
-func (discardPublisher) WriteMessages(context.Context, ...kafka.Message) error { return nil }

@@ -167,7 +167,7 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 		p := plans[ev.Table]
 		if p == nil {
 			if !a.allowed[ev.Table] {
-				return nil, &PermanentError{Class: cdc.ClassTableNotAllowed, ActionID: ev.ActionID,
+				return nil, &PermanentError{ErrorClass: cdc.ClassTableNotAllowed, ActionID: ev.ActionID,
 					Msg: fmt.Sprintf("table %q is not on the allowlist (CDCFLOW_TABLES)", ev.Table)}
 			}
 			info, err := a.table(ctx, ev.Table, false)
@@ -187,7 +187,7 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 		}
 		cols, err := ev.AfterColumns()
 		if err != nil {
-			return nil, &PermanentError{Class: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
+			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}
 		}
 		if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 			return nil, err
@@ -210,14 +210,14 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {
 	cols, err := ev.KeyColumns()
 	if err != nil {
-		return &PermanentError{Class: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
+		return &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "key: " + err.Error()}
 	}
 	if err := a.checkColumns(ctx, p, ev.ActionID, cols); err != nil {
 		return err
 	}
 	cols = slices.Sorted(slices.Values(cols))
 	if !slices.Equal(cols, p.info.sortedPK) {
-		return &PermanentError{Class: cdc.ClassKeyMismatch, ActionID: ev.ActionID,
+		return &PermanentError{ErrorClass: cdc.ClassKeyMismatch, ActionID: ev.ActionID,
 			Msg: fmt.Sprintf("table %s: key columns (%s) are not the primary key (%s)",
 				p.info.name, strings.Join(cols, ", "), strings.Join(p.info.sortedPK, ", "))}
 	}
@@ -237,7 +237,7 @@ func (a *Applier) checkColumns(ctx context.Context, p *tablePlan, actionID int64
 		}
 		p.info = info
 		if !info.columns[c] {
-			return &PermanentError{Class: cdc.ClassUnknownColumn, ActionID: actionID,
+			return &PermanentError{ErrorClass: cdc.ClassUnknownColumn, ActionID: actionID,
 				Msg: fmt.Sprintf("table %s has no column %q", info.name, c)}
 		}
 	}
@@ -321,10 +321,10 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	if len(t.columns) == 0 {
-		return nil, &PermanentError{Class: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
+		return nil, &PermanentError{ErrorClass: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
 	}
 	if len(t.sortedPK) == 0 {
-		return nil, &PermanentError{Class: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}
+		return nil, &PermanentError{ErrorClass: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}
 	}
 	slices.Sort(t.sortedPK)
 	t.deleteSQL = t.buildDeleteSQL()

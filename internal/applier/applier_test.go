@@ -178,8 +178,8 @@ func permanent(t *testing.T, err error, class cdc.ErrorClass, msg string) {
 	if !errors.As(err, &perm) {
 		t.Fatalf("error %v (%T), want a permanent %s error", err, err, class)
 	}
-	if perm.Class != class || !strings.Contains(err.Error(), msg) {
-		t.Fatalf("error %s %q, want %s containing %q", perm.Class, err, class, msg)
+	if perm.ErrorClass != class || !strings.Contains(err.Error(), msg) {
+		t.Fatalf("error %s %q, want %s containing %q", perm.ErrorClass, err, class, msg)
 	}
 	if applier.IsTransient(err) {
 		t.Fatal("permanent error reported as transient")

@@ -12,10 +12,10 @@ import (
 // PermanentError is a failure that retrying cannot fix: the event or the
 // destination schema must change first.
 type PermanentError struct {
-	Class    cdc.ErrorClass
-	ActionID int64 // the event at fault, when known
-	Msg      string
-	Err      error
+	ErrorClass cdc.ErrorClass
+	ActionID   int64 // the event at fault, when known
+	Msg        string
+	Err        error
 }
 
 func (e *PermanentError) Error() string {
@@ -56,5 +56,5 @@ func classify(err error) error {
 	if pgErr.TableName != "" {
 		msg = fmt.Sprintf("table %s: %s", pgErr.TableName, msg)
 	}
-	return &PermanentError{Class: class, Msg: fmt.Sprintf("%s [SQLSTATE %s]", msg, pgErr.Code), Err: err}
+	return &PermanentError{ErrorClass: class, Msg: fmt.Sprintf("%s [SQLSTATE %s]", msg, pgErr.Code), Err: err}
 }

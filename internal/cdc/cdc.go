@@ -136,16 +136,16 @@ func PoisonDeadLetterID(topic string, partition int, offset int64) string {
 
 // Header names of a record in the DLQ topic.
 const (
-	HeaderTopic        = "cdcflow-original-topic"
-	HeaderPartition    = "cdcflow-original-partition"
-	HeaderOffset       = "cdcflow-original-offset"
-	HeaderActionID     = "cdcflow-action-id"
-	HeaderTable        = "cdcflow-table"
-	HeaderErrorClass   = "cdcflow-error-class"
-	HeaderError        = "cdcflow-error"
-	HeaderAttempts     = "cdcflow-attempts"
-	HeaderFirstFailure = "cdcflow-first-failure"
-	HeaderLastFailure  = "cdcflow-last-failure"
-	HeaderWorkflowID   = "cdcflow-workflow-id"
-	HeaderRunID        = "cdcflow-run-id"
+	HeaderTopic           = "cdcflow-original-topic"
+	HeaderPartition       = "cdcflow-original-partition"
+	HeaderOffset          = "cdcflow-original-offset"
+	HeaderActionID        = "cdcflow-action-id"
+	HeaderTable           = "cdcflow-table"
+	HeaderErrorClass      = "cdcflow-error-class"
+	HeaderError           = "cdcflow-error"
+	HeaderAttempts        = "cdcflow-attempts"
+	HeaderFirstFailure    = "cdcflow-first-failure"
+	HeaderLastFailure     = "cdcflow-last-failure"
+	HeaderBatchWorkflowID = "cdcflow-batch-workflow-id"
+	HeaderBatchRunID      = "cdcflow-batch-run-id"
 )

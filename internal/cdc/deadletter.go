@@ -87,9 +87,9 @@ type ReplayInput struct {
 // Settlement is the input of the Settle activity: the decision taken on a
 // parked change, recorded in the dead_letters table.
 type Settlement struct {
-	ID       string `json:"id"`
-	State    State  `json:"state"`
-	Decision string `json:"decision"` // the discard reason, or what the replay did
+	ID      string `json:"id"`
+	State   State  `json:"state"`
+	Outcome string `json:"outcome"` // the discard reason, or what the replay did
 }
 
 // Search attributes of DeadLetter workflows, all of type Keyword. The server

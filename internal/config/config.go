@@ -6,10 +6,8 @@ package config
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -209,15 +207,3 @@ func Process(spec any) error {
 	}
 	return err
 }
-
-// Usage writes one line per variable of spec: name, type, default, meaning.
-func Usage(out io.Writer, spec any) error {
-	tw := tabwriter.NewWriter(out, 1, 0, 2, ' ', 0)
-	if err := envconfig.Usagef("", spec, tw, usageFormat); err != nil {
-		return err
-	}
-	return tw.Flush()
-}
-
-const usageFormat = `{{range .}}  {{usage_key .}}{{"\t"}}{{usage_type .}}{{"\t"}}{{if usage_default .}}{{usage_default .}}{{else}}-{{end}}{{"\t"}}{{usage_description .}}
-{{end}}`

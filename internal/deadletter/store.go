@@ -54,8 +54,8 @@ func (s *Store) MarkPublished(ctx context.Context, id string) error {
 
 // Settle records the decision taken on a parked change.
 func (s *Store) Settle(ctx context.Context, st cdc.Settlement) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters SET state = $2, decision = $3, decided_at = now() WHERE id = $1`,
-		st.ID, string(st.State), st.Decision)
+	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters SET state = $2, outcome = $3, decided_at = now() WHERE id = $1`,
+		st.ID, string(st.State), st.Outcome)
 	if err != nil {
 		return fmt.Errorf("settle dead letter %s: %w", st.ID, err)
 	}

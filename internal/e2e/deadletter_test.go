@@ -33,15 +33,15 @@ func (p *pipeline) temporalCLI(args ...string) (string, error) {
 }
 
 type deadLetterRow struct {
-	class           cdc.ErrorClass
-	state, decision string
-	offset          int64
+	class          cdc.ErrorClass
+	state, outcome string
+	offset         int64
 }
 
 func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	p.t.Helper()
 	rows, err := p.dest.Query(context.Background(),
-		`SELECT id, error_class, state, coalesce(decision, ''), kafka_offset FROM cdcflow.dead_letters`)
+		`SELECT id, error_class, state, coalesce(outcome, ''), kafka_offset FROM cdcflow.dead_letters`)
 	if err != nil {
 		return nil
 	}
@@ -50,7 +50,7 @@ func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	for rows.Next() {
 		var id string
 		var r deadLetterRow
-		if err := rows.Scan(&id, &r.class, &r.state, &r.decision, &r.offset); err != nil {
+		if err := rows.Scan(&id, &r.class, &r.state, &r.outcome, &r.offset); err != nil {
 			p.t.Fatal(err)
 		}
 		out[id] = r
@@ -167,8 +167,8 @@ func TestDeadLetters(t *testing.T) {
 	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", cdc.SignalReplay); err != nil {
 		t.Fatalf("temporal workflow signal replay: %v\n%s", err, out)
 	}
-	if row := p.waitDeadLetter("dlq-501", "replayed"); row.decision != "applied" {
-		t.Fatalf("replay decision %q", row.decision)
+	if row := p.waitDeadLetter("dlq-501", "replayed"); row.outcome != "applied" {
+		t.Fatalf("replay decision %q", row.outcome)
 	}
 	if s := p.salary(501); s != -1 {
 		t.Fatalf("emp 501 salary %d after replay, want -1", s)
@@ -191,8 +191,8 @@ func TestDeadLetters(t *testing.T) {
 		"--input", `{"reason": "payroll is not replicated"}`); err != nil {
 		t.Fatalf("temporal workflow signal discard: %v\n%s", err, out)
 	}
-	if row := p.waitDeadLetter("dlq-901", "discarded"); row.decision != "payroll is not replicated" {
-		t.Fatalf("discard decision %q", row.decision)
+	if row := p.waitDeadLetter("dlq-901", "discarded"); row.outcome != "payroll is not replicated" {
+		t.Fatalf("discard decision %q", row.outcome)
 	}
 	eventually(t, time.Minute, "the refused discard in the status", func() (bool, string) {
 		v, err := p.temporal.QueryWorkflow(ctx, poisonID, "", cdc.QueryStatus)
@@ -275,8 +275,8 @@ func (p *pipeline) staleReplay(check string) {
 		t.Fatal(err)
 	}
 	row := p.waitDeadLetter("dlq-1002", "replayed")
-	if !strings.HasPrefix(row.decision, "superseded") {
-		t.Fatalf("replay of the stale change: %q, want superseded", row.decision)
+	if !strings.HasPrefix(row.outcome, "superseded") {
+		t.Fatalf("replay of the stale change: %q, want superseded", row.outcome)
 	}
 	if s := p.salary(2); s != 77 {
 		t.Fatalf("emp 2 salary %d after replaying the older change, want 77", s)
@@ -323,7 +323,7 @@ func (p *pipeline) checkDLQTopic(batchID string, ids map[int64]string) {
 	})
 	for off, h := range found {
 		if ids[off] == "" || h[cdc.HeaderTopic] != p.topic || h[cdc.HeaderPartition] != "0" ||
-			h[cdc.HeaderWorkflowID] != batchID || h[cdc.HeaderRunID] == "" || h[cdc.HeaderErrorClass] == "" ||
+			h[cdc.HeaderBatchWorkflowID] != batchID || h[cdc.HeaderBatchRunID] == "" || h[cdc.HeaderErrorClass] == "" ||
 			h[cdc.HeaderError] == "" {
 			p.t.Fatalf("DLQ record at offset %d has headers %v", off, h)
 		}
@@ -386,7 +386,7 @@ func (p *pipeline) bulkDecisions(check, poisonID string) {
 		!strings.Contains(out, "1 parked changes matched") {
 		t.Fatalf("dlq discard: %v\n%s", err, out)
 	}
-	if row := p.waitDeadLetter(poisonID, "discarded"); row.decision != "producer fixed upstream" {
-		t.Fatalf("decision %q", row.decision)
+	if row := p.waitDeadLetter(poisonID, "discarded"); row.outcome != "producer fixed upstream" {
+		t.Fatalf("decision %q", row.outcome)
 	}
 }

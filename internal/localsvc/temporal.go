@@ -18,9 +18,6 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// TemporalCLIVersion is the pinned Temporal CLI the Makefile installs.
-const TemporalCLIVersion = "v1.5.1"
-
 // TemporalBinary finds the temporal CLI: $CDCFLOW_TEMPORAL_BIN, then the
 // Makefile's cache ($XDG_CACHE_HOME or ~/.cache)/cdcflow/bin, then $PATH.
 func TemporalBinary() (string, error) {
@@ -36,7 +33,7 @@ func TemporalBinary() (string, error) {
 	if p, err := exec.LookPath("temporal"); err == nil {
 		return p, nil
 	}
-	return "", fmt.Errorf("temporal CLI not found: run `make tools` (installs temporal %s) or set CDCFLOW_TEMPORAL_BIN", TemporalCLIVersion)
+	return "", fmt.Errorf("temporal CLI not found: run `make tools` (installs the pinned version) or set CDCFLOW_TEMPORAL_BIN")
 }
 
 // Temporal is a Temporal dev server run from the CLI, or an external server.

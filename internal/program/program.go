@@ -16,7 +16,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"text/tabwriter"
 	"time"
+
+	"github.com/kelseyhightower/envconfig"
 
 	"github.com/cdcflow/cdcflow/internal/config"
 )
@@ -47,7 +50,7 @@ func Settings[T any](name, about string, args []string, out io.Writer, load func
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(out, "%s: %s\n\nUsage: %s [-h]\n\nEnvironment variables:\n\n", name, about, name)
-			if err := config.Usage(out, &spec); err != nil {
+			if err := usage(out, &spec); err != nil {
 				return spec, err
 			}
 			return spec, ErrHelp
@@ -92,3 +95,15 @@ func Start(ctx context.Context, l config.Log) (*slog.Logger, error) {
 	log.Info("serving pprof", "addr", ln.Addr().String())
 	return log, nil
 }
+
+// usage writes one line per variable of spec: name, type, default, meaning.
+func usage(out io.Writer, spec any) error {
+	tw := tabwriter.NewWriter(out, 1, 0, 2, ' ', 0)
+	if err := envconfig.Usagef("", spec, tw, usageFormat); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+const usageFormat = `{{range .}}  {{usage_key .}}{{"\t"}}{{usage_type .}}{{"\t"}}{{if usage_default .}}{{usage_default .}}{{else}}-{{end}}{{"\t"}}{{usage_description .}}
+{{end}}`

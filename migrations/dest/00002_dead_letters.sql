@@ -20,7 +20,7 @@ CREATE TABLE cdcflow.dead_letters (
     published_at      timestamptz,            -- when it reached the DLQ topic
     state             text        NOT NULL DEFAULT 'parked' CHECK (state IN ('parked', 'replayed', 'discarded')),
     decided_at        timestamptz,
-    decision          text,                   -- the discard reason, or what the replay did
+    outcome           text,                   -- the discard reason, or what the replay did
     created_at        timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX dead_letters_parked ON cdcflow.dead_letters (created_at) WHERE state = 'parked';
