@@ -24,6 +24,9 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 // Record inserts rec unless a row with its ID exists, and reports whether
 // that row was published to the DLQ topic already.
 func (s *Store) Record(ctx context.Context, rec cdc.DeadLetterRecord) (bool, error) {
+	if rec.Message == nil {
+		rec.Message = []byte{} // an empty or null Kafka record: recorded as empty
+	}
 	var published *time.Time
 	err := s.pool.QueryRow(ctx, `
 		WITH ins AS (

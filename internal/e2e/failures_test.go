@@ -2,10 +2,20 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
 // TestInvalidConfigurationExits: one line naming the variable, exit status 1,
@@ -30,5 +40,37 @@ func TestInvalidConfigurationExits(t *testing.T) {
 		if got := stderr.String(); got != c.want+"\n" {
 			t.Fatalf("%s with %s printed %q, want the single line %q", c.prog, c.env, got, c.want)
 		}
+	}
+}
+
+// TestNullAndEmptyValuesAreParked: Kafka records with a null or an empty
+// value are parked as InvalidEvent, and the changes around them are applied.
+func TestNullAndEmptyValuesAreParked(t *testing.T) {
+	p := newPipeline(t)
+	p.start("worker")
+	p.start("starter", "CDCFLOW_BATCH_MAX_WAIT=1s")
+	w := kafkax.NewWriter(p.brokers, p.topic, kafkax.WriterOptions{})
+	w.Balancer = kafka.BalancerFunc(func(kafka.Message, ...int) int { return 0 })
+	defer w.Close()
+	err := w.WriteMessages(context.Background(),
+		kafka.Message{Value: []byte(insertEvent(1, 1, 10, demo.Table))},
+		kafka.Message{Value: nil},
+		kafka.Message{Value: []byte{}},
+		kafka.Message{Value: []byte(insertEvent(2, 2, 20, demo.Table))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.waitApplied(2)
+	want := map[string]deadLetterRow{
+		fmt.Sprintf("dlq-%s-0-1", p.topic): {class: cdc.ClassInvalidEvent, state: "parked", offset: 1},
+		fmt.Sprintf("dlq-%s-0-2", p.topic): {class: cdc.ClassInvalidEvent, state: "parked", offset: 2},
+	}
+	eventually(t, time.Minute, "both records parked", func() (bool, string) {
+		got := p.deadLetters()
+		return cmp.Diff(want, got, cmp.AllowUnexported(deadLetterRow{})) == "", fmt.Sprint(got)
+	})
+	tot := total(p.summaries(4))
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 4, Counts: cdc.Counts{Applied: 2}, Failed: 2}, tot); diff != "" {
+		t.Fatalf("batches (-want +got):\n%s", diff)
 	}
 }

@@ -333,6 +333,9 @@ func (p *Poller) batchInput(partition int, msgs []kafka.Message) (cdc.BatchInput
 			continue
 		}
 		value := m.Value
+		if value == nil {
+			value = []byte{} // a null record value: kept as empty, never as a missing message
+		}
 		if len(value) > cdc.PoisonValueLimit {
 			value = value[:cdc.PoisonValueLimit]
 		}
