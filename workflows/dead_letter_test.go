@@ -193,3 +193,37 @@ func parkedStatus(state cdc.State, decisions []cdc.Decision) cdc.DeadLetterStatu
 	st.Message = nil
 	return st
 }
+
+// TestDeadLetterRefusesKeyChanges: a corrected image of another row is
+// refused, by update before it is accepted and by signal as a rejected
+// request; the change stays parked.
+func TestDeadLetterRefusesKeyChanges(t *testing.T) {
+	env := newEnv(t)
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "not needed"})
+	var rejected error
+	env.RegisterDelayedCallback(func() {
+		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "other-row", &testsuite.TestUpdateCallback{
+			OnReject:   func(err error) { rejected = err },
+			OnAccept:   func() {},
+			OnComplete: func(any, error) {},
+		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":999,"salary":10}`)})
+	}, time.Minute)
+	signal(env, 2*time.Minute, cdc.SignalReplay, map[string]any{"after": map[string]any{"salary": 10}})
+	signal(env, 3*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed"})
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	var st cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&st); err != nil {
+		t.Fatal(err)
+	}
+	const wantRejected = "after: a replay cannot change the row's key: after has emp_id = 999, the key has 1"
+	if rejected == nil || rejected.Error() != wantRejected {
+		t.Fatalf("update with another row's image: %v, want %q", rejected, wantRejected)
+	}
+	want := parkedStatus(cdc.StateDiscarded, []cdc.Decision{
+		{Action: cdc.ActionRejected, Error: `after: a replay cannot change the row's key: after lacks key column "emp_id"`},
+		{Action: cdc.ActionDiscard, Reason: "not needed"},
+	})
+	if diff := cmp.Diff(want, withoutDecisionTimes(st)); diff != "" {
+		t.Fatalf("status (-want +got):\n%s", diff)
+	}
+}

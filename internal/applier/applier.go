@@ -185,6 +185,10 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 			p.deletes = true
 			continue
 		}
+		if err := ev.KeyDisagreement(); err != nil {
+			return nil, &PermanentError{ErrorClass: cdc.ClassKeyMismatch, ActionID: ev.ActionID,
+				Msg: fmt.Sprintf("table %s: key and row image name different rows: %v", ev.Table, err)}
+		}
 		cols, err := ev.AfterColumns()
 		if err != nil {
 			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}

@@ -250,11 +250,15 @@ func TestPermanentErrors(t *testing.T) {
 			cdc.ClassUnknownColumn, `table public.employees has no column "nickname"`},
 		{"key is not the primary key", withKey(emp(1, event.OpInsert, 1, "", "", 0), `{"first_name":"A"}`),
 			cdc.ClassKeyMismatch, "key columns (first_name) are not the primary key (emp_id)"},
+		{"row image of another row", withKey(emp(1, event.OpInsert, 701, "", "", 0), `{"emp_id":700}`),
+			cdc.ClassKeyMismatch, "table public.employees: key and row image name different rows: after has emp_id = 701, the key has 700"},
+		{"row image without the key", withAfter(emp(1, event.OpUpdate, 1, "", "", 0), `{"salary":5}`),
+			cdc.ClassKeyMismatch, `after lacks key column "emp_id"`},
 		{"value of the wrong type", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"salary":"lots"}`),
 			cdc.ClassInvalidValue, `invalid input syntax for type integer: "lots" [SQLSTATE 22P02]`},
 		{"bad date", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":1,"dob":"1990-02-31"}`),
 			cdc.ClassInvalidValue, `date/time field value out of range: "1990-02-31"`},
-		{"null primary key", withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":null}`),
+		{"null primary key", withKey(withAfter(emp(1, event.OpInsert, 1, "", "", 0), `{"emp_id":null}`), `{"emp_id":null}`),
 			cdc.ClassConstraint, `null value in column "emp_id"`},
 	}
 	for _, c := range cases {

@@ -7,6 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -41,28 +44,48 @@ type Event struct {
 	SchemaVersion int             `json:"schema_version"`
 
 	// Column names of Key and After, found by Decode; see KeyColumns.
-	keyCols, afterCols []string
+	keyVals, afterVals map[string]json.RawMessage
 }
 
 // KeyColumns returns the column names of Key.
-func (e Event) KeyColumns() ([]string, error) { return columns(e.Key, e.keyCols) }
+func (e Event) KeyColumns() ([]string, error) { return columns(e.Key, e.keyVals) }
 
 // AfterColumns returns the column names of After (none for a delete).
-func (e Event) AfterColumns() ([]string, error) { return columns(e.After, e.afterCols) }
+func (e Event) AfterColumns() ([]string, error) { return columns(e.After, e.afterVals) }
 
-func columns(obj json.RawMessage, known []string) ([]string, error) {
-	if known != nil || obj == nil {
-		return known, nil
+func columns(obj json.RawMessage, known map[string]json.RawMessage) ([]string, error) {
+	if known == nil && obj != nil {
+		var err error
+		if known, err = members(obj); err != nil {
+			return nil, err
+		}
 	}
-	var cols map[string]json.RawMessage
-	if err := json.Unmarshal(obj, &cols); err != nil {
-		return nil, err
+	if known == nil {
+		return nil, nil
 	}
-	names := make([]string, 0, len(cols))
-	for name := range cols {
+	names := make([]string, 0, len(known))
+	for name := range known {
 		names = append(names, name)
 	}
 	return names, nil
+}
+
+func members(obj json.RawMessage) (map[string]json.RawMessage, error) {
+	var m map[string]json.RawMessage
+	err := json.Unmarshal(obj, &m)
+	return m, err
+}
+
+// KeyDisagreement reports whether After names another row than Key (see
+// the function KeyDisagreement); a delete has no After and always agrees.
+func (e Event) KeyDisagreement() error {
+	if e.After == nil {
+		return nil
+	}
+	if e.keyVals == nil || e.afterVals == nil {
+		return KeyDisagreement(e.Key, e.After)
+	}
+	return disagreement(e.keyVals, e.afterVals)
 }
 
 // Error is a decode failure; Field names the offending member of the envelope.
@@ -134,10 +157,10 @@ func Decode(data []byte) (Event, error) {
 	default:
 		return Event{}, invalid("op", "unknown op %q (want insert, update or delete)", *w.Op)
 	}
-	if ev.Key, ev.keyCols, err = object("key", w.Key, true); err != nil {
+	if ev.Key, ev.keyVals, err = object("key", w.Key, true); err != nil {
 		return Event{}, err
 	}
-	if ev.After, ev.afterCols, err = object("after", w.After, ev.Op != OpDelete); err != nil {
+	if ev.After, ev.afterVals, err = object("after", w.After, ev.Op != OpDelete); err != nil {
 		return Event{}, err
 	}
 	if ev.Op == OpDelete && ev.After != nil {
@@ -176,8 +199,8 @@ func integer(field string, raw json.RawMessage) (int64, error) {
 }
 
 // object checks that raw is a non-empty JSON object whose members are column
-// names, and returns those names. JSON null counts as absent.
-func object(field string, raw json.RawMessage, required bool) (json.RawMessage, []string, error) {
+// names, and returns its members. JSON null counts as absent.
+func object(field string, raw json.RawMessage, required bool) (json.RawMessage, map[string]json.RawMessage, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		if required {
 			return nil, nil, invalid(field, "missing")
@@ -191,14 +214,10 @@ func object(field string, raw json.RawMessage, required bool) (json.RawMessage, 
 	if len(cols) == 0 {
 		return nil, nil, invalid(field, "has no columns")
 	}
-	names := make([]string, 0, len(cols))
-	for name := range cols {
-		if name == "" {
-			return nil, nil, invalid(field, "empty column name")
-		}
-		names = append(names, name)
+	if _, ok := cols[""]; ok {
+		return nil, nil, invalid(field, "empty column name")
 	}
-	return raw, names, nil
+	return raw, cols, nil
 }
 
 // NormalizeTable returns the schema-qualified form of a table name:
@@ -265,4 +284,83 @@ func (b Batch) Elements() ([]json.RawMessage, error) {
 		return nil, fmt.Errorf("decode batch: %w", err)
 	}
 	return raws, nil
+}
+
+// KeyDisagreement reports where a row image disagrees with a key: a key
+// column the image lacks or holds another value in. A change whose image
+// names another row than its key would write one row and version another.
+// Values are compared as JSON values (1 equals 1.0), not as text.
+func KeyDisagreement(key, after json.RawMessage) error {
+	k, err := members(key)
+	if err != nil {
+		return fmt.Errorf("key: want an object of column values")
+	}
+	a, err := members(after)
+	if err != nil {
+		return fmt.Errorf("after: want an object of column values")
+	}
+	return disagreement(k, a)
+}
+
+func disagreement(k, a map[string]json.RawMessage) error {
+	cols := make([]string, 0, len(k))
+	for c := range k {
+		cols = append(cols, c)
+	}
+	slices.Sort(cols)
+	for _, c := range cols {
+		v, ok := a[c]
+		if !ok {
+			return fmt.Errorf("after lacks key column %q", c)
+		}
+		if !sameJSON(k[c], v) {
+			return fmt.Errorf("after has %s = %s, the key has %s", c, v, k[c])
+		}
+	}
+	return nil
+}
+
+// sameJSON reports whether two JSON values are equal as values.
+func sameJSON(a, b json.RawMessage) bool {
+	if bytes.Equal(a, b) {
+		return true
+	}
+	va, erra := normalized(a)
+	vb, errb := normalized(b)
+	return erra == nil && errb == nil && reflect.DeepEqual(va, vb)
+}
+
+func normalized(raw json.RawMessage) (any, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return canonicalNumbers(v), nil
+}
+
+// number is a JSON number in its exact rational form, told apart from a
+// string of the same digits.
+type number string
+
+// canonicalNumbers replaces every number by its exact rational form.
+func canonicalNumbers(v any) any {
+	switch x := v.(type) {
+	case json.Number:
+		r, ok := new(big.Rat).SetString(string(x))
+		if !ok {
+			return number(x)
+		}
+		return number(r.RatString())
+	case map[string]any:
+		for k, e := range x {
+			x[k] = canonicalNumbers(e)
+		}
+	case []any:
+		for i, e := range x {
+			x[i] = canonicalNumbers(e)
+		}
+	}
+	return v
 }

@@ -1,6 +1,7 @@
 package event
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -126,4 +127,26 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-decode of %s: %v", b, err)
 		}
 	})
+}
+
+func TestKeyDisagreement(t *testing.T) {
+	cases := []struct{ key, after, want string }{
+		{`{"emp_id":504}`, `{"emp_id":504,"city":"Oslo"}`, ""},
+		{`{"emp_id":504}`, `{"emp_id":504.0}`, ""},
+		{`{"id":"é","n":1}`, `{"n":1,"id":"\u00e9"}`, ""},
+		{`{"emp_id":504}`, `{"emp_id":999,"city":"Oslo"}`, `after has emp_id = 999, the key has 504`},
+		{`{"emp_id":504}`, `{"city":"Oslo"}`, `after lacks key column "emp_id"`},
+		{`{"a":1,"b":2}`, `{"a":1,"b":"2"}`, `after has b = "2", the key has 2`},
+		{`{"a":1}`, `[1]`, `after: want an object of column values`},
+	}
+	for _, c := range cases {
+		err := KeyDisagreement(json.RawMessage(c.key), json.RawMessage(c.after))
+		got := ""
+		if err != nil {
+			got = err.Error()
+		}
+		if got != c.want {
+			t.Errorf("KeyDisagreement(%s, %s) = %q, want %q", c.key, c.after, got, c.want)
+		}
+	}
 }
