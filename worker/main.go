@@ -35,7 +35,8 @@ func run(ctx context.Context, args []string) error {
 			return fmt.Errorf("migrate destination: %w", err)
 		}
 	}
-	pool, err := db.Open(ctx, cfg.DestDSN, applier.ConfigurePool)
+	timeouts := applier.Timeouts{Lock: cfg.LockTimeout, Statement: cfg.StatementTimeout}
+	pool, err := db.Open(ctx, cfg.DestDSN, timeouts.ConfigurePool)
 	if err != nil {
 		return err
 	}

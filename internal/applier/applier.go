@@ -13,8 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,9 +46,32 @@ const stagingDDL = `CREATE TEMP TABLE IF NOT EXISTS cdcflow_batch (
 	won       boolean NOT NULL DEFAULT false
 ) ON COMMIT DELETE ROWS`
 
-// ConfigurePool prepares every connection of a pool for Apply. Pass it to
-// db.Open for the pool given to New.
-func ConfigurePool(cfg *pgxpool.Config) {
+// Timeouts bound how long one apply may wait on the destination. A batch
+// that waits on a row lock or runs too long fails with a transient error
+// (SQLSTATE 55P03 or 57014) and is retried, instead of holding its
+// connection and its partition without end.
+type Timeouts struct {
+	Lock      time.Duration // lock_timeout; 0 leaves the server's setting
+	Statement time.Duration // statement_timeout; 0 leaves the server's setting
+}
+
+// DefaultTimeouts are the worker's defaults.
+var DefaultTimeouts = Timeouts{Lock: 10 * time.Second, Statement: time.Minute}
+
+// ConfigurePool prepares every connection of a pool for Apply, with the
+// default timeouts. Pass it to db.Open for the pool given to New.
+func ConfigurePool(cfg *pgxpool.Config) { DefaultTimeouts.ConfigurePool(cfg) }
+
+// ConfigurePool prepares every connection of a pool for Apply, with the
+// timeouts t.
+func (t Timeouts) ConfigurePool(cfg *pgxpool.Config) {
+	params := cfg.ConnConfig.RuntimeParams
+	if t.Lock > 0 {
+		params["lock_timeout"] = strconv.FormatInt(t.Lock.Milliseconds(), 10)
+	}
+	if t.Statement > 0 {
+		params["statement_timeout"] = strconv.FormatInt(t.Statement.Milliseconds(), 10)
+	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
 		_, err := conn.Exec(ctx, stagingDDL)
 		return err

@@ -9,13 +9,18 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+	"github.com/cdcflow/cdcflow/migrations"
 )
 
 func TestInsertUpdateDeleteReinsert(t *testing.T) {
@@ -405,5 +410,53 @@ func TestPartitionedTable(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"measurements_2026:2026-12-31:3", "measurements_2027:2027-01-01:2"}, got); diff != "" {
 		t.Fatalf("measurements (-want +got):\n%s", diff)
+	}
+}
+
+// TestRowLockTimesOut: a batch that waits on a row another transaction holds
+// fails, within the lock timeout, with a transient error; once the lock is
+// gone it applies.
+func TestRowLockTimesOut(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.NewDatabase(t, "locks")
+	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
+		t.Fatal(err)
+	}
+	timeouts := applier.Timeouts{Lock: 200 * time.Millisecond, Statement: 10 * time.Second}
+	pool, err := db.Open(ctx, dsn, timeouts.ConfigurePool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if err := demo.CreateTable(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	apl, err := applier.New(ctx, pool, []string{demo.Table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := apl.Apply(ctx, []event.Event{emp(1, event.OpInsert, 1, "Ada", "Oslo", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT * FROM employees WHERE emp_id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	_, err = apl.Apply(ctx, []event.Event{emp(2, event.OpUpdate, 1, "Ada", "Rome", 2)})
+	if !applier.IsTransient(err) || !strings.Contains(err.Error(), "SQLSTATE 55P03") {
+		t.Fatalf("apply behind a row lock: %v, want a transient lock timeout (55P03)", err)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	counts, err := apl.Apply(ctx, []event.Event{emp(2, event.OpUpdate, 1, "Ada", "Rome", 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.Counts{Applied: 1}, counts); diff != "" {
+		t.Fatalf("after the lock (-want +got):\n%s", diff)
 	}
 }

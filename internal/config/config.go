@@ -46,10 +46,14 @@ type Worker struct {
 	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
 	Tables  []string `envconfig:"CDCFLOW_TABLES" desc:"comma-separated allowlist of tables to write (schema.table); required"`
 	// Activities bounds concurrent apply activities, and so destination connections.
-	Activities  int    `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
-	Migrate     bool   `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
-	DLQTopic    string `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
-	MetricsAddr string `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+	Activities int  `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
+	Migrate    bool `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply destination migrations at start"`
+	// Timeouts of one apply on the destination: a batch behind a row lock
+	// or a runaway statement fails and is retried rather than hanging.
+	LockTimeout      time.Duration `envconfig:"CDCFLOW_APPLY_LOCK_TIMEOUT" default:"10s" desc:"lock_timeout of apply transactions (0: the server's)"`
+	StatementTimeout time.Duration `envconfig:"CDCFLOW_APPLY_STATEMENT_TIMEOUT" default:"60s" desc:"statement_timeout of apply transactions, below the apply activity's 2 minutes (0: the server's)"`
+	DLQTopic         string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	MetricsAddr      string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
 }
 
 // Starter configures the starter.
@@ -83,7 +87,10 @@ func LoadWorker() (Worker, error) {
 			c.DLQTopic = c.Topic + "_dlq"
 		}
 		return firstBroken(c.Conn, &c.Tables,
-			rule{"CDCFLOW_WORKER_ACTIVITIES", c.Activities, c.Activities >= 1, "want at least 1"})
+			rule{"CDCFLOW_WORKER_ACTIVITIES", c.Activities, c.Activities >= 1, "want at least 1"},
+			rule{"CDCFLOW_APPLY_LOCK_TIMEOUT", c.LockTimeout, c.LockTimeout >= 0 && c.LockTimeout < 2*time.Minute, "want 0 or a duration below 2m"},
+			rule{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", c.StatementTimeout, c.StatementTimeout >= 0 && c.StatementTimeout < 2*time.Minute,
+				"want 0 or a duration below 2m, the apply activity's timeout"})
 	})
 }
 

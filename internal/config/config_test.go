@@ -25,7 +25,8 @@ func TestSettings(t *testing.T) {
 		t.Setenv("CDCFLOW_TABLES", "employees, sales.orders")
 		t.Setenv("CDCFLOW_TOPIC", "changes")
 		want := Worker{Service: service, DestDSN: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable",
-			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq"}
+			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq",
+			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute}
 		want.Topic = "changes"
 		check(t, want)(LoadWorker())
 	})
@@ -80,6 +81,7 @@ func TestInvalidValues(t *testing.T) {
 		{"CDCFLOW_TABLES", "a.b.c", worker, `invalid CDCFLOW_TABLES="a.b.c": want schema.table, got "a.b.c"`},
 		{"CDCFLOW_WORKER_ACTIVITIES", "0", worker, `invalid CDCFLOW_WORKER_ACTIVITIES="0": want at least 1`},
 		{"CDCFLOW_MIGRATE", "perhaps", worker, `invalid CDCFLOW_MIGRATE="perhaps": want bool`},
+		{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", "5m", worker, `invalid CDCFLOW_APPLY_STATEMENT_TIMEOUT="5m0s": want 0 or a duration below 2m, the apply activity's timeout`},
 		{"CDCFLOW_CAPTURE_POLL", "0s", capture, `invalid CDCFLOW_CAPTURE_POLL="0s": want a positive duration such as 20ms`},
 	}
 	for _, c := range cases {
