@@ -62,6 +62,18 @@ func localActivities(ctx workflow.Context) workflow.Context {
 	})
 }
 
+// LocalApplyBudget is how long an apply retries as a local activity before
+// it goes on as a regular one. Local retries write history (markers,
+// timers, workflow task heartbeats) as they go; a regular activity's
+// retries write none, so a batch's history stays the same size whatever the
+// length of an outage. Tests shorten it; it must not change while workers
+// run.
+var LocalApplyBudget = 2 * time.Minute
+
+// MaxRetryPause caps the pause between two tries of events that failed for a
+// permanent reason.
+const MaxRetryPause = time.Minute
+
 // ApplyBatch applies one batch to the destination. It never decodes the
 // events: they go to the apply activity as they came. Events that fail for a
 // permanent reason are tried MaxAttempts times in all, then parked: in the
@@ -129,12 +141,12 @@ func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cd
 	var failed []cdc.FailedEvent
 	for attempt := 1; attempt <= b.in.MaxAttempts; attempt++ {
 		if attempt > 1 {
-			if err := workflow.Sleep(ctx, time.Duration(1<<(attempt-2))*time.Second); err != nil {
+			if err := workflow.Sleep(ctx, retryPause(attempt)); err != nil {
 				return nil, err
 			}
 		}
-		var out cdc.ApplyOutcome
-		if err := workflow.ExecuteLocalActivity(ctx, apply.ApplyEvents, events, only).Get(ctx, &out); err != nil {
+		out, err := applyEvents(ctx, events, only)
+		if err != nil {
 			return nil, b.applyError(err)
 		}
 		b.summary.Counts = b.summary.Counts.Add(out.Counts)
@@ -147,6 +159,42 @@ func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cd
 		}
 	}
 	return failed, nil
+}
+
+// retryPause is the pause before try attempt (2, 3, ...): 1 s, doubling, at
+// most MaxRetryPause.
+func retryPause(attempt int) time.Duration {
+	if attempt-2 >= 6 { // 2^6 s > MaxRetryPause; larger shifts would overflow
+		return MaxRetryPause
+	}
+	return min(time.Duration(1<<(attempt-2))*time.Second, MaxRetryPause)
+}
+
+// applyEvents runs the ApplyEvents activity: as a local activity first, and
+// when that has not passed within LocalApplyBudget (the destination is down,
+// a row stays locked), as a regular activity that the server retries without
+// limit and without adding to the history.
+func applyEvents(ctx workflow.Context, events event.Batch, only []int) (cdc.ApplyOutcome, error) {
+	var out cdc.ApplyOutcome
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    2 * time.Minute,
+		ScheduleToCloseTimeout: LocalApplyBudget,
+		RetryPolicy:            ApplyRetryPolicy,
+	})
+	err := workflow.ExecuteLocalActivity(lctx, apply.ApplyEvents, events, only).Get(ctx, &out)
+	var appErr *temporal.ApplicationError
+	if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) || temporal.IsCanceledError(err) {
+		return out, err
+	}
+	// The budget ran out with the apply still failing for a reason that
+	// may pass: the SDK gives up with its last error, or a timeout.
+	workflow.GetLogger(ctx).Warn("apply still failing; retrying it as a regular activity", "error", err)
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 2 * time.Minute,
+		RetryPolicy:         ApplyRetryPolicy, // no limit, no schedule-to-close: until it passes
+	})
+	err = workflow.ExecuteActivity(actx, apply.ApplyEvents, events, only).Get(ctx, &out)
+	return out, err
 }
 
 // failureRecords makes a dead letter of every event that failed all its tries.

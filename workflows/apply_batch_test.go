@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
@@ -144,5 +146,55 @@ func TestApplyBatchRetriesTransientErrors(t *testing.T) {
 	}
 	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 3}}, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyBatchRetryPausesAreCapped: the pause between tries doubles from
+// 1 s up to MaxRetryPause, whatever CDCFLOW_MAX_ATTEMPTS allows.
+func TestApplyBatchRetryPausesAreCapped(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 1)
+	failed := cdc.FailedEvent{Index: 0, ActionID: 1, Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check"}
+	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything).Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{failed}}, nil).Times(10)
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 1, Offsets: []int64{0}, MaxAttempts: 10}, events)
+	if err := env.GetWorkflowError(); err != nil {
+		t.Fatal(err)
+	}
+	// 1 + 2 + 4 + 8 + 16 + 32 s, then three pauses of a minute.
+	if rec := (*parked)[0]; rec.LastFailure.Sub(rec.FirstFailure) != 243*time.Second {
+		t.Fatalf("tries from %s to %s, want 243s apart", rec.FirstFailure, rec.LastFailure)
+	}
+}
+
+// TestApplyBatchOutlastsTheLocalBudget: an apply that keeps failing past
+// LocalApplyBudget goes on as a regular activity (retried by the server,
+// adding nothing to the history per retry) and completes the batch.
+func TestApplyBatchOutlastsTheLocalBudget(t *testing.T) {
+	env := newEnv(t)
+	events := batchOf(t, 2)
+	var local, regular int
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(
+		func(ctx context.Context, _ event.Batch, _ []int) (cdc.ApplyOutcome, error) {
+			if activity.GetInfo(ctx).IsLocalActivity {
+				local++
+				return cdc.ApplyOutcome{}, errors.New("connection refused")
+			}
+			regular++
+			if regular < 3 {
+				return cdc.ApplyOutcome{}, errors.New("connection refused")
+			}
+			return cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}}, nil
+		})
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 2}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 2, Counts: cdc.Counts{Applied: 2}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	if local < 2 || regular != 3 {
+		t.Fatalf("%d local and %d regular tries, want several local ones, then 3 regular", local, regular)
 	}
 }

@@ -71,7 +71,7 @@ func TestRecordHistories(t *testing.T) {
 	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
 		t.Fatal(err)
 	}
-	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
+	pool, err := db.Open(ctx, dsn, applier.Timeouts{Lock: 100 * time.Millisecond}.ConfigurePool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +123,33 @@ func TestRecordHistories(t *testing.T) {
 		t.Fatalf("batch: %+v, %v", sum, err)
 	}
 	save(t, c, batchID, "apply_batch_dead_letters.json")
+
+	// A batch whose row stays locked past the local budget: the apply goes
+	// on as a regular activity.
+	defer func(b time.Duration) { LocalApplyBudget = b }(LocalApplyBudget)
+	LocalApplyBudget = time.Second
+	holder, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(ctx, `SELECT * FROM employees WHERE emp_id = 1 FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	outageID := "cdc-record-outage-" + suffix
+	update := event.NewBatch([][]byte{encode(t, demo.Event(5, event.OpUpdate, demo.Employee{EmpID: 1, DOB: "1990-01-01", Salary: 5}))})
+	run, err = c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: outageID, TaskQueue: queue}, cdc.WorkflowApplyBatch,
+		cdc.BatchInput{Topic: in.Topic, Partition: 1, EventCount: 1, Offsets: []int64{0}}, update)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(4 * time.Second) // the outage
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(ctx, &sum); err != nil || sum.Applied != 1 {
+		t.Fatalf("batch after the outage: %+v, %v", sum, err)
+	}
+	save(t, c, outageID, "apply_batch_outage.json")
 
 	// A parked change replayed by signal after a malformed request.
 	start := func(id string, actionID int64) client.WorkflowRun {
