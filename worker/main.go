@@ -67,8 +67,16 @@ func run(ctx context.Context, args []string) error {
 	workflows.Register(w)
 	w.RegisterActivity(&activities.Apply{Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Metrics: m})
+	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
+		MaxRedrives: cfg.MaxRedrives, Metrics: m})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
+	}
+	if cfg.ReconcileEvery > 0 {
+		if err := reconcileSchedule(ctx, tc, cfg.TaskQueue, cfg.ReconcileEvery); err != nil {
+			w.Stop()
+			return err
+		}
 	}
 	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables, "dlq_topic", cfg.DLQTopic)
 	<-ctx.Done()

@@ -3,6 +3,7 @@
 package workflows
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -21,6 +22,7 @@ import (
 func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: cdc.WorkflowApplyBatch})
 	w.RegisterWorkflowWithOptions(DeadLetter, workflow.RegisterOptions{Name: cdc.WorkflowDeadLetter})
+	w.RegisterWorkflowWithOptions(Reconcile, workflow.RegisterOptions{Name: cdc.WorkflowReconcile})
 }
 
 // Typed keys of the search attributes of DeadLetter workflows.
@@ -35,6 +37,7 @@ var (
 var (
 	apply       *activities.Apply
 	deadLetters *activities.DeadLetters
+	reconciler  *activities.Reconciler
 )
 
 // ApplyRetryPolicy retries transient failures (destination down, serialization
@@ -83,6 +86,13 @@ func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cd
 	ctx = localActivities(ctx)
 	b := newBatch(ctx, in)
 	parked := b.poisonRecords(ctx)
+	if in.ParkReason != "" {
+		records, err := b.batchRecords(ctx, events)
+		if err != nil {
+			return b.summary, err
+		}
+		return b.summary, b.park(ctx, append(parked, records...))
+	}
 	failed, err := b.applyWithRetries(ctx, events)
 	if err != nil {
 		return b.summary, err
@@ -213,6 +223,40 @@ func (b *batch) failureRecords(ctx workflow.Context, failed []cdc.FailedEvent) [
 		out = append(out, rec)
 	}
 	return out
+}
+
+// batchRecords makes a dead letter of every event of a batch that the
+// reconciler gave up re-running (ParkReason), so that a person decides.
+// (workflowcheck flags encoding/json; parsing bytes is deterministic.)
+//
+//workflowcheck:ignore
+func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.DeadLetterRecord, error) {
+	if b.in.EventCount == 0 {
+		return nil, nil
+	}
+	raws, err := events.Elements()
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), string(cdc.ClassInvalidEvent), nil)
+	}
+	now := workflow.Now(ctx)
+	out := make([]cdc.DeadLetterRecord, 0, len(raws))
+	for i, raw := range raws {
+		var ev struct {
+			ActionID int64  `json:"action_id"`
+			Table    string `json:"table"`
+		}
+		_ = json.Unmarshal(raw, &ev) // the starter decoded every event of the batch
+		rec := b.record
+		rec.ID = cdc.DeadLetterID(ev.ActionID)
+		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = ev.ActionID, ev.Table, cdc.ClassBatchFailed, b.in.ParkReason, 1
+		rec.Offset = -1
+		if i < len(b.in.Offsets) {
+			rec.Offset = b.in.Offsets[i]
+		}
+		rec.FirstFailure, rec.LastFailure, rec.Message = now, now, raw
+		out = append(out, rec)
+	}
+	return out, nil
 }
 
 // park records each dead letter and starts its DeadLetter workflow, which the

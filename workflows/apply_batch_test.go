@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
@@ -196,5 +197,39 @@ func TestApplyBatchOutlastsTheLocalBudget(t *testing.T) {
 	}
 	if local < 2 || regular != 3 {
 		t.Fatalf("%d local and %d regular tries, want several local ones, then 3 regular", local, regular)
+	}
+}
+
+// TestApplyBatchParksAGivenUpBatch: a batch the reconciler gave up running
+// again (ParkReason) parks every event, poison included, without applying.
+func TestApplyBatchParksAGivenUpBatch(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	const reason = "the batch workflow closed without completing 6 times, last as WORKFLOW_EXECUTION_STATUS_TERMINATED"
+	in := cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 7, LastOffset: 9, EventCount: 2, Offsets: []int64{7, 9},
+		Poison: []cdc.Poison{{Offset: 8, Value: []byte("x"), Error: "invalid change event"}}, ParkReason: reason}
+	events := batchOf(t, 2)
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, in, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Failed: 3, DeadLetters: []string{"dlq-t-1-8", "dlq-1", "dlq-2"}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	raws, err := events.Elements()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cdc.DeadLetterRecord{
+		{ID: "dlq-t-1-8", Topic: "t", Partition: 1, Offset: 8, ErrorClass: cdc.ClassInvalidEvent, Error: "invalid change event",
+			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("x")},
+		{ID: "dlq-1", ActionID: 1, Topic: "t", Partition: 1, Offset: 7, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
+			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: raws[0]},
+		{ID: "dlq-2", ActionID: 2, Topic: "t", Partition: 1, Offset: 9, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
+			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: raws[1]},
+	}
+	if diff := cmp.Diff(want, *parked, ignoreTimes); diff != "" {
+		t.Fatalf("parked (-want +got):\n%s", diff)
 	}
 }

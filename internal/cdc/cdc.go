@@ -37,6 +37,23 @@ type BatchInput struct {
 	// MaxAttempts is how often an event failing for a permanent reason is
 	// tried before it is dead-lettered (0: DefaultMaxAttempts).
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// ParkReason, set by the reconciler on a batch whose workflow closed
+	// without completing too often, parks every event of the batch for a
+	// person instead of applying it.
+	ParkReason string `json:"park_reason,omitempty"`
+}
+
+// Registered name of the workflow that finds batch workflows closed without
+// completing and runs them again.
+const WorkflowReconcile = "Reconcile"
+
+// ReconcileReport is the Reconcile workflow's result.
+type ReconcileReport struct {
+	// Redriven batches were started again with their own input.
+	Redriven []string `json:"redriven,omitempty"`
+	// Parked batches had closed without completing MaxRedrives times; every
+	// event of theirs was parked instead.
+	Parked []string `json:"parked,omitempty"`
 }
 
 // DefaultMaxAttempts is the default of BatchInput.MaxAttempts.

@@ -19,4 +19,7 @@ const (
 	ClassConstraint      ErrorClass = "ConstraintViolation" // SQLSTATE class 23
 	ClassSchema          ErrorClass = "SchemaMismatch"      // SQLSTATE class 42, missing table or key
 	ClassInvalidEvent    ErrorClass = "InvalidEvent"        // the message is not a valid change event
+	// ClassBatchFailed: the change's batch workflow closed without
+	// completing again and again (see cdc.BatchInput.ParkReason).
+	ClassBatchFailed ErrorClass = "BatchFailed"
 )

@@ -52,8 +52,12 @@ type Worker struct {
 	// or a runaway statement fails and is retried rather than hanging.
 	LockTimeout      time.Duration `envconfig:"CDCFLOW_APPLY_LOCK_TIMEOUT" default:"10s" desc:"lock_timeout of apply transactions (0: the server's)"`
 	StatementTimeout time.Duration `envconfig:"CDCFLOW_APPLY_STATEMENT_TIMEOUT" default:"60s" desc:"statement_timeout of apply transactions, below the apply activity's 2 minutes (0: the server's)"`
-	DLQTopic         string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
-	MetricsAddr      string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+	// The reconciler runs batch workflows that closed without completing
+	// again; see workflows.Reconcile.
+	ReconcileEvery time.Duration `envconfig:"CDCFLOW_RECONCILE_EVERY" default:"1m" desc:"how often batch workflows that closed without completing are found and run again (0: never)"`
+	MaxRedrives    int           `envconfig:"CDCFLOW_MAX_REDRIVES" default:"5" desc:"runs of a batch that closed without completing before its events are parked instead"`
+	DLQTopic       string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	MetricsAddr    string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
 }
 
 // Starter configures the starter.
@@ -88,6 +92,8 @@ func LoadWorker() (Worker, error) {
 		}
 		return firstBroken(c.Conn, &c.Tables,
 			rule{"CDCFLOW_WORKER_ACTIVITIES", c.Activities, c.Activities >= 1, "want at least 1"},
+			rule{"CDCFLOW_RECONCILE_EVERY", c.ReconcileEvery, c.ReconcileEvery == 0 || c.ReconcileEvery >= time.Second, "want 0 (never) or at least 1s"},
+			rule{"CDCFLOW_MAX_REDRIVES", c.MaxRedrives, within(c.MaxRedrives, 1, 1000), "want 1..1000"},
 			rule{"CDCFLOW_APPLY_LOCK_TIMEOUT", c.LockTimeout, c.LockTimeout >= 0 && c.LockTimeout < 2*time.Minute, "want 0 or a duration below 2m"},
 			rule{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", c.StatementTimeout, c.StatementTimeout >= 0 && c.StatementTimeout < 2*time.Minute,
 				"want 0 or a duration below 2m, the apply activity's timeout"})

@@ -26,7 +26,7 @@ func TestSettings(t *testing.T) {
 		t.Setenv("CDCFLOW_TOPIC", "changes")
 		want := Worker{Service: service, DestDSN: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable",
 			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq",
-			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute}
+			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute, ReconcileEvery: time.Minute, MaxRedrives: 5}
 		want.Topic = "changes"
 		check(t, want)(LoadWorker())
 	})

@@ -53,6 +53,7 @@ type Apply struct {
 	errors      metric.Int64Counter
 	deadLetters metric.Int64Counter
 	duration    metric.Float64Histogram
+	redriven    metric.Int64Counter
 }
 
 // NewApply creates the apply path's instruments.
@@ -76,7 +77,25 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 		metric.WithDescription("Time to apply one batch, failed attempts included.")); err != nil {
 		return nil, err
 	}
+	if a.redriven, err = m.Int64Counter("cdcflow.batches.redriven",
+		metric.WithDescription("Batch workflows that closed without completing and were started again, by outcome: redriven (applied again) or parked (every event parked after too many closes).")); err != nil {
+		return nil, err
+	}
 	return &a, nil
+}
+
+// Redriven counts batches the reconciler started again to apply, and those
+// it started again to park.
+func (a *Apply) Redriven(ctx context.Context, redriven, parked int) {
+	if a == nil {
+		return
+	}
+	if redriven > 0 {
+		a.redriven.Add(ctx, int64(redriven), metric.WithAttributes(attribute.String("outcome", "redriven")))
+	}
+	if parked > 0 {
+		a.redriven.Add(ctx, int64(parked), metric.WithAttributes(attribute.String("outcome", "parked")))
+	}
 }
 
 // Outcomes counts the events of one apply by outcome.

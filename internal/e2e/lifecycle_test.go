@@ -1,0 +1,58 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+)
+
+// TestClosedBatchesAreRedriven: batch workflows terminated before they ran
+// (their offsets are committed already) are found by the reconciler and run
+// again with their own input; every change arrives.
+func TestClosedBatchesAreRedriven(t *testing.T) {
+	p := newPipeline(t)
+	const n = 400
+	want := p.produce(n, 100, 21)
+	// The starter starts and commits every batch while no worker runs them.
+	p.start("starter", "CDCFLOW_BATCH_MAX_EVENTS=50")
+	eventually(t, time.Minute, "all offsets committed", func() (bool, string) {
+		c := p.committed()
+		return c == n, fmt.Sprint(c)
+	})
+	ctx := context.Background()
+	resp, err := p.temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query: fmt.Sprintf("TaskQueue = '%s' AND WorkflowType = '%s'", p.taskQueue, cdc.WorkflowApplyBatch)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Executions) < 3 {
+		t.Fatalf("%d batch workflows, want at least 3", len(resp.Executions))
+	}
+	var terminated []string
+	for _, ex := range resp.Executions[:3] {
+		id := ex.Execution.WorkflowId
+		if err := p.temporal.TerminateWorkflow(ctx, id, "", "terminated by the test"); err != nil {
+			t.Fatal(err)
+		}
+		terminated = append(terminated, id)
+	}
+
+	p.start("worker", "CDCFLOW_RECONCILE_EVERY=1s")
+	p.waitApplied(n)
+	p.assertDestination(want)
+	for _, id := range terminated {
+		desc, err := p.temporal.DescribeWorkflowExecution(ctx, id, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := desc.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+			t.Fatalf("batch %s is %s, want completed after the reconciler ran it again", id, st)
+		}
+	}
+}
