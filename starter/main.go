@@ -35,6 +35,7 @@ func run(ctx context.Context, args []string) error {
 		MaxInFlight:    cfg.MaxInFlight,
 		SessionTimeout: cfg.SessionTimeout,
 		MaxAttempts:    cfg.MaxAttempts,
+		OrderingWindow: cfg.OrderingWindow,
 	}, tc, log)
 	log.Info("starter started", "topic", cfg.Topic, "group", cfg.GroupID, "brokers", cfg.Brokers)
 	err = p.Run(ctx)

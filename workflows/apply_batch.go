@@ -139,17 +139,24 @@ func (b *batch) poisonRecords(ctx workflow.Context) []cdc.DeadLetterRecord {
 	return out
 }
 
-// applyWithRetries applies the events, then retries the ones that failed for
-// a permanent reason, alone, until MaxAttempts tries in all, with a growing
-// pause between tries. It returns the events that failed every time.
+// applyWithRetries applies the events, then retries the ones that failed,
+// alone: an event failing for a permanent reason until MaxAttempts tries in
+// all, one failing for an ordering-dependent reason (a foreign key whose row
+// has not arrived, a column a migration is adding) until the ordering
+// window has passed, with a growing pause between tries. It returns the
+// events it gave up on.
 func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cdc.FailedEvent, error) {
 	if b.in.EventCount == 0 {
 		return nil, nil
 	}
 	b.firstFailure = workflow.Now(ctx)
+	window := time.Duration(b.in.OrderingWindowSeconds) * time.Second
+	if window <= 0 {
+		window = cdc.DefaultOrderingWindow
+	}
 	var only []int // empty: the whole batch
-	var failed []cdc.FailedEvent
-	for attempt := 1; attempt <= b.in.MaxAttempts; attempt++ {
+	var gaveUp []cdc.FailedEvent
+	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			if err := workflow.Sleep(ctx, retryPause(attempt)); err != nil {
 				return nil, err
@@ -160,15 +167,24 @@ func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cd
 			return nil, b.applyError(err)
 		}
 		b.summary.Counts = b.summary.Counts.Add(out.Counts)
-		if failed = out.Failed; len(failed) == 0 {
-			return nil, nil
-		}
 		only = only[:0]
-		for _, f := range failed {
-			only = append(only, f.Index)
+		elapsed := workflow.Now(ctx).Sub(b.firstFailure)
+		for _, f := range out.Failed {
+			retry := attempt < b.in.MaxAttempts
+			if f.ErrorClass.OrderingDependent() {
+				retry = elapsed < window
+			}
+			if retry {
+				only = append(only, f.Index)
+				continue
+			}
+			f.Attempts = attempt
+			gaveUp = append(gaveUp, f)
+		}
+		if len(only) == 0 {
+			return gaveUp, nil
 		}
 	}
-	return failed, nil
 }
 
 // retryPause is the pause before try attempt (2, 3, ...): 1 s, doubling, at
@@ -214,7 +230,7 @@ func (b *batch) failureRecords(ctx workflow.Context, failed []cdc.FailedEvent) [
 	for _, f := range failed {
 		rec := b.record
 		rec.ID = cdc.DeadLetterID(f.ActionID)
-		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = f.ActionID, f.Table, f.ErrorClass, f.Error, b.in.MaxAttempts
+		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = f.ActionID, f.Table, f.ErrorClass, f.Error, f.Attempts
 		rec.Offset = -1
 		if f.Index < len(b.in.Offsets) {
 			rec.Offset = b.in.Offsets[f.Index]

@@ -233,3 +233,39 @@ func TestApplyBatchParksAGivenUpBatch(t *testing.T) {
 		t.Fatalf("parked (-want +got):\n%s", diff)
 	}
 }
+
+// TestApplyBatchOrderingWindow: an event failing for an ordering-dependent
+// reason (its foreign key's row not there yet) is retried for the ordering
+// window, past MaxAttempts; one failing for a permanent reason gives up
+// after MaxAttempts.
+func TestApplyBatchOrderingWindow(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 3)
+	fk := cdc.FailedEvent{Index: 0, ActionID: 1, Table: demo.Table, ErrorClass: cdc.ClassForeignKey, Error: "violates foreign key"}
+	check := cdc.FailedEvent{Index: 1, ActionID: 2, Table: demo.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check"}
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}, Failed: []cdc.FailedEvent{fk, check}}, nil).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0, 1}).
+		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{fk, check}}, nil).Twice()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}).
+		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{fk}}, nil).Times(8)
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 3, Offsets: []int64{0, 1, 2},
+		MaxAttempts: 3, OrderingWindowSeconds: 300}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 1}, Failed: 2, DeadLetters: []string{"dlq-2", "dlq-1"}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	// Tries at 0, 1, 3, 7, 15, 31, 63, 123, 183, 243 and 303 s: the 11th is
+	// the first past the 300 s window.
+	attempts := map[string]int{}
+	for _, rec := range *parked {
+		attempts[rec.ID] = rec.Attempts
+	}
+	if diff := cmp.Diff(map[string]int{"dlq-1": 11, "dlq-2": 3}, attempts); diff != "" {
+		t.Fatalf("attempts (-want +got):\n%s", diff)
+	}
+}

@@ -350,7 +350,7 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	if len(t.columns) == 0 {
-		return nil, &PermanentError{ErrorClass: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s does not exist", name)}
+		return nil, &PermanentError{ErrorClass: cdc.ClassUndefinedTable, Msg: fmt.Sprintf("destination table %s does not exist", name)}
 	}
 	if len(t.sortedPK) == 0 {
 		return nil, &PermanentError{ErrorClass: cdc.ClassSchema, Msg: fmt.Sprintf("destination table %s has no primary key", name)}

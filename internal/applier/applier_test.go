@@ -460,3 +460,27 @@ func TestRowLockTimesOut(t *testing.T) {
 		t.Fatalf("after the lock (-want +got):\n%s", diff)
 	}
 }
+
+// TestTriggerRejection: a destination trigger that raises (P0001) rejects
+// its change alone; the rest of the batch is applied. It used to count as
+// transient and hold the whole batch forever.
+func TestTriggerRejection(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE FUNCTION no_moscow() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN IF NEW.city = 'Moscow' THEN RAISE EXCEPTION 'no rows from Moscow'; END IF; RETURN NEW; END $$`)
+	d.exec(t, `CREATE TRIGGER no_moscow BEFORE INSERT OR UPDATE ON employees FOR EACH ROW EXECUTE FUNCTION no_moscow()`)
+	evs := []event.Event{emp(1, event.OpInsert, 1, "Ada", "Oslo", 1), emp(2, event.OpInsert, 2, "Ivan", "Moscow", 2),
+		emp(3, event.OpInsert, 3, "Lin", "Pune", 3)}
+	counts, failed, err := d.apl.ApplyIsolating(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.Counts{Applied: 2}, counts); diff != "" {
+		t.Fatalf("counts (-want +got):\n%s", diff)
+	}
+	want := []cdc.FailedEvent{{Index: 1, ActionID: 2, Table: demo.Table, ErrorClass: cdc.ClassRejected,
+		Error: "no rows from Moscow [SQLSTATE P0001]"}}
+	if diff := cmp.Diff(want, failed); diff != "" {
+		t.Fatalf("failed (-want +got):\n%s", diff)
+	}
+}

@@ -27,26 +27,22 @@ func (e *PermanentError) Error() string {
 
 func (e *PermanentError) Unwrap() error { return e.Err }
 
-// classify turns a database error into a PermanentError when its SQLSTATE says
-// that retrying cannot help, and leaves it as is (transient) otherwise.
-// Connection failures, serialization failures (40001), deadlocks (40P01),
-// shutdowns (57P01..57P03), cancellations and resource exhaustion stay
-// transient, as does anything unrecognised: retrying a permanent error costs
-// time, but dead-lettering a transient one would park good data.
+// classify turns a database error into a PermanentError of its class when
+// its SQLSTATE says that retrying the same statement soon cannot help, and
+// leaves it as is (transient) otherwise. Transient are the connection
+// (08), transaction state (25), rollback (40: serialization failures,
+// deadlocks), resource (53), object state (55: lock timeouts), operator
+// intervention (57: cancellations, shutdowns) and system (58) classes, and
+// errors that are not PostgreSQL's at all (the network). Every other
+// SQLSTATE is permanent: retried MaxAttempts times, or, for an
+// ordering-dependent class, for the ordering window, then parked.
 func classify(err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return err
 	}
-	var class cdc.ErrorClass
-	switch pgErr.Code[:2] {
-	case "22":
-		class = cdc.ClassInvalidValue
-	case "23":
-		class = cdc.ClassConstraint
-	case "42":
-		class = cdc.ClassSchema
-	default:
+	class, transient := sqlstateClass(pgErr.Code)
+	if transient {
 		return err
 	}
 	msg := pgErr.Message
@@ -57,4 +53,34 @@ func classify(err error) error {
 		msg = fmt.Sprintf("table %s: %s", pgErr.TableName, msg)
 	}
 	return &PermanentError{ErrorClass: class, Msg: fmt.Sprintf("%s [SQLSTATE %s]", msg, pgErr.Code), Err: err}
+}
+
+// sqlstateClass is the SQLSTATE table of docs/operations.md.
+func sqlstateClass(code string) (class cdc.ErrorClass, transient bool) {
+	switch code {
+	case "23503":
+		return cdc.ClassForeignKey, false
+	case "23505":
+		return cdc.ClassUniqueViolation, false
+	case "42P01":
+		return cdc.ClassUndefinedTable, false
+	case "42703":
+		return cdc.ClassUnknownColumn, false
+	case "0A000":
+		return cdc.ClassSchema, false
+	}
+	if len(code) < 2 {
+		return cdc.ClassRejected, false
+	}
+	switch code[:2] {
+	case "08", "25", "40", "53", "55", "57", "58":
+		return cdc.ClassTransient, true
+	case "22":
+		return cdc.ClassInvalidValue, false
+	case "23":
+		return cdc.ClassConstraint, false
+	case "42":
+		return cdc.ClassSchema, false
+	}
+	return cdc.ClassRejected, false
 }

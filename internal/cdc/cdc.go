@@ -37,6 +37,10 @@ type BatchInput struct {
 	// MaxAttempts is how often an event failing for a permanent reason is
 	// tried before it is dead-lettered (0: DefaultMaxAttempts).
 	MaxAttempts int `json:"max_attempts,omitempty"`
+	// OrderingWindowSeconds is how long an event failing with an
+	// ordering-dependent class (ErrorClass.OrderingDependent) is retried
+	// before it is dead-lettered (0: DefaultOrderingWindow).
+	OrderingWindowSeconds int `json:"ordering_window_seconds,omitempty"`
 	// ParkReason, set by the reconciler on a batch whose workflow closed
 	// without completing too often, parks every event of the batch for a
 	// person instead of applying it.
@@ -58,6 +62,9 @@ type ReconcileReport struct {
 
 // DefaultMaxAttempts is the default of BatchInput.MaxAttempts.
 const DefaultMaxAttempts = 3
+
+// DefaultOrderingWindow is the default of BatchInput.OrderingWindowSeconds.
+const DefaultOrderingWindow = 5 * time.Minute
 
 // Poison is a message that could not be decoded into an event.
 type Poison struct {
@@ -115,6 +122,8 @@ type FailedEvent struct {
 	Table      string     `json:"table"`
 	ErrorClass ErrorClass `json:"error_class"`
 	Error      string     `json:"error"`
+	// Attempts is how often the event was tried, once it was given up.
+	Attempts int `json:"attempts,omitempty"`
 	// Message is the encoded event, as it came in the batch.
 	Message []byte `json:"message,omitempty"`
 }

@@ -69,6 +69,7 @@ type Starter struct {
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
 	MaxAttempts    int           `envconfig:"CDCFLOW_MAX_ATTEMPTS" default:"3" desc:"tries of a change failing for a permanent reason before it is dead-lettered"`
+	OrderingWindow time.Duration `envconfig:"CDCFLOW_ORDERING_WINDOW" default:"5m" desc:"how long a change failing for an ordering-dependent reason (foreign key, unique value, missing table or column) is retried before it is dead-lettered"`
 	SessionTimeout time.Duration `envconfig:"CDCFLOW_KAFKA_SESSION_TIMEOUT" default:"30s" desc:"consumer group session timeout: how soon a crashed starter's partitions move to another"`
 }
 
@@ -112,6 +113,7 @@ func LoadStarter() (Starter, error) {
 			rule{"CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, c.BatchMaxWait > 0, "want a positive duration such as 200ms"},
 			rule{"CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, c.SessionTimeout >= time.Second, "want at least 1s"},
 			rule{"CDCFLOW_MAX_ATTEMPTS", c.MaxAttempts, within(c.MaxAttempts, 1, 100), "want 1..100"},
+			rule{"CDCFLOW_ORDERING_WINDOW", c.OrderingWindow, c.OrderingWindow >= time.Second && c.OrderingWindow <= 24*time.Hour, "want 1s..24h"},
 			rule{"CDCFLOW_MAX_IN_FLIGHT", c.MaxInFlight, c.MaxInFlight >= 1, "want at least 1"})
 	})
 }

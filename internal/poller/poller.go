@@ -38,6 +38,7 @@ type Config struct {
 
 	SessionTimeout time.Duration // consumer group session and rebalance timeout
 	MaxAttempts    int           // tries of a permanently failing change before it is dead-lettered
+	OrderingWindow time.Duration // retries of a change failing for an ordering-dependent reason
 
 	// StartGrace is how long a workflow start that is under way when the
 	// poller is stopped may take to finish and commit.
@@ -317,12 +318,13 @@ func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events
 // form the batch's events as they were received, the others become poison.
 func (p *Poller) batchInput(partition int, msgs []kafka.Message) (cdc.BatchInput, event.Batch) {
 	in := cdc.BatchInput{
-		Topic:       p.cfg.Topic,
-		Partition:   partition,
-		FirstOffset: msgs[0].Offset,
-		LastOffset:  msgs[len(msgs)-1].Offset,
-		MaxAttempts: p.cfg.MaxAttempts,
-		Offsets:     make([]int64, 0, len(msgs)),
+		Topic:                 p.cfg.Topic,
+		Partition:             partition,
+		FirstOffset:           msgs[0].Offset,
+		LastOffset:            msgs[len(msgs)-1].Offset,
+		MaxAttempts:           p.cfg.MaxAttempts,
+		OrderingWindowSeconds: int(p.cfg.OrderingWindow / time.Second),
+		Offsets:               make([]int64, 0, len(msgs)),
 	}
 	good := make([][]byte, 0, len(msgs))
 	for _, m := range msgs {
