@@ -6,11 +6,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
+	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/deadletter"
@@ -69,11 +71,18 @@ func run(ctx context.Context, args []string) error {
 	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
+	w.RegisterActivity(&activities.Bookkeeping{Pruner: apl, Horizon: cfg.RedeliveryHorizon})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
-	if cfg.ReconcileEvery > 0 {
-		if err := reconcileSchedule(ctx, tc, cfg.TaskQueue, cfg.ReconcileEvery); err != nil {
+	for _, s := range []struct {
+		purpose, workflow string
+		every             time.Duration
+	}{{"reconcile", cdc.WorkflowReconcile, cfg.ReconcileEvery}, {"prune", cdc.WorkflowPrune, cfg.PruneEvery}} {
+		if s.every == 0 {
+			continue
+		}
+		if err := schedule(ctx, tc, s.purpose, s.workflow, cfg.TaskQueue, s.every); err != nil {
 			w.Stop()
 			return err
 		}

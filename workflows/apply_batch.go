@@ -23,6 +23,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(ApplyBatch, workflow.RegisterOptions{Name: cdc.WorkflowApplyBatch})
 	w.RegisterWorkflowWithOptions(DeadLetter, workflow.RegisterOptions{Name: cdc.WorkflowDeadLetter})
 	w.RegisterWorkflowWithOptions(Reconcile, workflow.RegisterOptions{Name: cdc.WorkflowReconcile})
+	w.RegisterWorkflowWithOptions(Prune, workflow.RegisterOptions{Name: cdc.WorkflowPrune})
 }
 
 // Typed keys of the search attributes of DeadLetter workflows.
@@ -38,6 +39,7 @@ var (
 	apply       *activities.Apply
 	deadLetters *activities.DeadLetters
 	reconciler  *activities.Reconciler
+	bookkeeping *activities.Bookkeeping
 )
 
 // ApplyRetryPolicy retries transient failures (destination down, serialization

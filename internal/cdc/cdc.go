@@ -175,3 +175,13 @@ const (
 	HeaderBatchWorkflowID = "cdcflow-batch-workflow-id"
 	HeaderBatchRunID      = "cdcflow-batch-run-id"
 )
+
+// Registered name of the workflow that prunes the destination's
+// bookkeeping.
+const WorkflowPrune = "Prune"
+
+// PruneReport is the Prune workflow's result: rows deleted.
+type PruneReport struct {
+	ProcessedEvents int64 `json:"processed_events"`
+	Tombstones      int64 `json:"tombstones"`
+}

@@ -55,9 +55,13 @@ type Worker struct {
 	// The reconciler runs batch workflows that closed without completing
 	// again; see workflows.Reconcile.
 	ReconcileEvery time.Duration `envconfig:"CDCFLOW_RECONCILE_EVERY" default:"1m" desc:"how often batch workflows that closed without completing are found and run again (0: never)"`
-	MaxRedrives    int           `envconfig:"CDCFLOW_MAX_REDRIVES" default:"5" desc:"runs of a batch that closed without completing before its events are parked instead"`
-	DLQTopic       string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
-	MetricsAddr    string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+	// Idempotency records and tombstones older than the redelivery horizon
+	// are pruned; see applier.Prune.
+	PruneEvery        time.Duration `envconfig:"CDCFLOW_PRUNE_EVERY" default:"1h" desc:"how often idempotency records and tombstones past the redelivery horizon are deleted (0: never)"`
+	RedeliveryHorizon time.Duration `envconfig:"CDCFLOW_REDELIVERY_HORIZON" default:"168h" desc:"how long a change may be redelivered (longer than the change topic's retention): older idempotency records and tombstones are pruned"`
+	MaxRedrives       int           `envconfig:"CDCFLOW_MAX_REDRIVES" default:"5" desc:"runs of a batch that closed without completing before its events are parked instead"`
+	DLQTopic          string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
+	MetricsAddr       string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
 }
 
 // Starter configures the starter.
@@ -95,6 +99,8 @@ func LoadWorker() (Worker, error) {
 			rule{"CDCFLOW_WORKER_ACTIVITIES", c.Activities, c.Activities >= 1, "want at least 1"},
 			rule{"CDCFLOW_RECONCILE_EVERY", c.ReconcileEvery, c.ReconcileEvery == 0 || c.ReconcileEvery >= time.Second, "want 0 (never) or at least 1s"},
 			rule{"CDCFLOW_MAX_REDRIVES", c.MaxRedrives, within(c.MaxRedrives, 1, 1000), "want 1..1000"},
+			rule{"CDCFLOW_PRUNE_EVERY", c.PruneEvery, c.PruneEvery == 0 || c.PruneEvery >= time.Second, "want 0 (never) or at least 1s"},
+			rule{"CDCFLOW_REDELIVERY_HORIZON", c.RedeliveryHorizon, c.RedeliveryHorizon >= time.Minute, "want at least 1m"},
 			rule{"CDCFLOW_APPLY_LOCK_TIMEOUT", c.LockTimeout, c.LockTimeout >= 0 && c.LockTimeout < 2*time.Minute, "want 0 or a duration below 2m"},
 			rule{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", c.StatementTimeout, c.StatementTimeout >= 0 && c.StatementTimeout < 2*time.Minute,
 				"want 0 or a duration below 2m, the apply activity's timeout"})

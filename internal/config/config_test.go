@@ -26,7 +26,8 @@ func TestSettings(t *testing.T) {
 		t.Setenv("CDCFLOW_TOPIC", "changes")
 		want := Worker{Service: service, DestDSN: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable",
 			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq",
-			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute, ReconcileEvery: time.Minute, MaxRedrives: 5}
+			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute, ReconcileEvery: time.Minute, MaxRedrives: 5,
+			PruneEvery: time.Hour, RedeliveryHorizon: 7 * 24 * time.Hour}
 		want.Topic = "changes"
 		check(t, want)(LoadWorker())
 	})

@@ -56,3 +56,35 @@ func TestClosedBatchesAreRedriven(t *testing.T) {
 		}
 	}
 }
+
+// TestBookkeepingIsPruned: the worker's Prune schedule deletes idempotency
+// records and tombstones past the redelivery horizon.
+func TestBookkeepingIsPruned(t *testing.T) {
+	p := newPipeline(t)
+	const n = 300
+	p.produce(n, 50, 5)
+	p.start("starter")
+	p.start("worker", "CDCFLOW_PRUNE_EVERY=1s", "CDCFLOW_REDELIVERY_HORIZON=1m")
+	p.waitApplied(n)
+	tombstones := p.count(`SELECT count(*) FROM cdcflow.row_versions WHERE deleted`)
+	if tombstones == 0 {
+		t.Fatal("the workload deleted no row")
+	}
+	ctx := context.Background()
+	for _, sql := range []string{
+		`UPDATE cdcflow.processed_events SET applied_at = now() - interval '2 minutes'`,
+		`UPDATE cdcflow.row_versions SET updated_at = now() - interval '2 minutes'`,
+	} {
+		if _, err := p.dest.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, time.Minute, "bookkeeping pruned", func() (bool, string) {
+		records := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+		left := p.count(`SELECT count(*) FROM cdcflow.row_versions WHERE deleted`)
+		return records == 0 && left == 0, fmt.Sprintf("%d records, %d tombstones", records, left)
+	})
+	if live := p.count(`SELECT count(*) FROM cdcflow.row_versions WHERE NOT deleted`); live != p.count(`SELECT count(*) FROM employees`) {
+		t.Fatalf("%d versions of live rows, want one per row", live)
+	}
+}

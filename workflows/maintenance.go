@@ -25,3 +25,16 @@ func Reconcile(ctx workflow.Context) (cdc.ReconcileReport, error) {
 	err := workflow.ExecuteActivity(ctx, reconciler.RedriveClosedBatches).Get(ctx, &report)
 	return report, err
 }
+
+// Prune deletes the destination's idempotency records and row tombstones
+// older than the redelivery horizon (see applier.Prune). The worker runs it
+// on a Temporal schedule.
+func Prune(ctx workflow.Context) (cdc.PruneReport, error) {
+	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: time.Hour,
+		RetryPolicy:         &temporal.RetryPolicy{InitialInterval: time.Second, MaximumAttempts: 3},
+	})
+	var report cdc.PruneReport
+	err := workflow.ExecuteActivity(ctx, bookkeeping.PruneBookkeeping).Get(ctx, &report)
+	return report, err
+}
