@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -70,122 +69,140 @@ func New(cfg Config, tc client.Client, log *slog.Logger) *Poller {
 	return &Poller{cfg: cfg, temporal: tc, log: log}
 }
 
-// Run consumes until ctx is cancelled or a fatal error. On cancellation it
-// stops fetching, lets starts already under way finish and commit (within
-// StartGrace), and abandons batches not yet started: they are redelivered to
-// the next poller, since their offsets were never committed.
+// Run consumes until ctx is cancelled. Each partition the group assigns to
+// this poller gets a worker of its own, which reads, cuts and starts that
+// partition's batches and waits for its own in-flight slots: one partition
+// stalled (its batches retrying against a locked row) does not hold the
+// others back. A worker stops when its partition is revoked or lost in a
+// rebalance, and a new one starts for the next assignment, from the
+// committed offset. On cancellation, starts already under way finish and
+// commit (within StartGrace); batches not yet started are abandoned: their
+// offsets were never committed, so they are read again.
 func (p *Poller) Run(ctx context.Context) error {
-	reader := kafka.NewReader(kafka.ReaderConfig{
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:               p.cfg.GroupID,
 		Brokers:          p.cfg.Brokers,
-		GroupID:          p.cfg.GroupID,
-		Topic:            p.cfg.Topic,
-		MinBytes:         1,
-		MaxBytes:         16 << 20,
-		MaxWait:          250 * time.Millisecond,
-		CommitInterval:   0, // synchronous commits: CommitMessages returns once Kafka has them
-		StartOffset:      kafka.FirstOffset,
-		QueueCapacity:    1000,
+		Topics:           []string{p.cfg.Topic},
 		SessionTimeout:   p.cfg.SessionTimeout,
 		RebalanceTimeout: p.cfg.SessionTimeout,
-		ErrorLogger:      kafka.LoggerFunc(func(msg string, args ...any) { p.log.Warn(fmt.Sprintf(msg, args...)) }),
+		StartOffset:      kafka.FirstOffset,
+		ErrorLogger:      p.kafkaLogger(),
 	})
-	defer reader.Close()
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
-	parts := map[int]chan kafka.Message{}
-	var fetchErr error
+	if err != nil {
+		return fmt.Errorf("consumer group %s: %w", p.cfg.GroupID, err)
+	}
+	defer group.Close() // waits for the partition workers
+	backoff := 100 * time.Millisecond
 	for {
-		m, err := reader.FetchMessage(ctx)
+		gen, err := group.Next(ctx)
 		if err != nil {
-			if ctx.Err() == nil {
-				fetchErr = fmt.Errorf("fetch from %s: %w", p.cfg.Topic, err)
-				cancel(fetchErr)
+			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
+				return nil
 			}
-			break
+			p.log.Warn("join consumer group failed, retrying", "group", p.cfg.GroupID, "error", err, "backoff", backoff)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 10*time.Second)
+			continue
 		}
-		ch, ok := parts[m.Partition]
-		if !ok {
-			ch = make(chan kafka.Message, p.cfg.MaxEvents)
-			parts[m.Partition] = ch
-			wg.Add(1)
-			go func(partition int) {
-				defer wg.Done()
-				pp := &partitionPoller{p: p, reader: reader, partition: partition}
-				if err := pp.run(ctx, ch); err != nil {
-					cancel(err)
-				}
-			}(m.Partition)
+		backoff = 100 * time.Millisecond
+		assigned := gen.Assignments[p.cfg.Topic]
+		parts := make([]int, len(assigned))
+		for i, a := range assigned {
+			parts[i] = a.ID
 		}
-		select {
-		case ch <- m:
-		case <-ctx.Done():
+		p.log.Info("partitions assigned", "generation", gen.ID, "partitions", parts)
+		for _, a := range assigned {
+			gen.Start(func(gctx context.Context) {
+				pp := &partitionPoller{p: p, gen: gen, partition: a.ID}
+				pp.run(ctx, gctx, a.Offset)
+			})
 		}
 	}
-	wg.Wait()
-	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
-	}
-	return fetchErr
 }
 
-// partitionPoller batches the messages of one partition.
+func (p *Poller) kafkaLogger() kafka.Logger {
+	return kafka.LoggerFunc(func(msg string, args ...any) { p.log.Warn(fmt.Sprintf(msg, args...)) })
+}
+
+// partitionPoller batches the messages of one assigned partition.
 type partitionPoller struct {
 	p         *Poller
-	reader    *kafka.Reader
+	gen       *kafka.Generation
 	partition int
 	inFlight  chan struct{} // one token per running workflow
 
-	msgs  []kafka.Message
-	bytes int
+	msgs     []kafka.Message
+	bytes    int
+	deadline time.Time // when the pending batch is cut
 }
 
-func (pp *partitionPoller) run(ctx context.Context, in <-chan kafka.Message) error {
+// run reads the partition from offset until stop (the poller is stopped) or
+// gen (the partition was revoked) ends.
+func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
+	ctx, cancel := context.WithCancel(gen)
+	defer cancel()
+	defer context.AfterFunc(stop, cancel)()
 	cfg := pp.p.cfg
 	pp.inFlight = make(chan struct{}, cfg.MaxInFlight)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
+	reader := kafka.NewReader(kafka.ReaderConfig{
+		Brokers:       cfg.Brokers,
+		Topic:         cfg.Topic,
+		Partition:     pp.partition,
+		MinBytes:      1,
+		MaxBytes:      16 << 20,
+		MaxWait:       250 * time.Millisecond,
+		QueueCapacity: cfg.MaxEvents,
+		ErrorLogger:   pp.p.kafkaLogger(),
+	})
+	defer reader.Close()
+	if err := reader.SetOffset(offset); err != nil {
+		pp.p.log.Error("seek partition", "partition", pp.partition, "offset", offset, "error", err)
+		return
+	}
 	for {
-		select {
-		case <-ctx.Done():
-			return nil // the batch being filled was never started: abandon it
-		case <-timer.C:
-			if err := pp.flush(ctx); err != nil {
-				return err
+		fctx, fcancel := ctx, context.CancelFunc(func() {})
+		if len(pp.msgs) > 0 {
+			fctx, fcancel = context.WithDeadline(ctx, pp.deadline)
+		}
+		m, err := reader.FetchMessage(fctx)
+		fcancel()
+		switch {
+		case ctx.Err() != nil:
+			return // the batch being filled was never started: abandon it
+		case errors.Is(err, context.DeadlineExceeded):
+			pp.flush(ctx)
+			continue
+		case err != nil:
+			pp.p.log.Warn("fetch failed, retrying", "partition", pp.partition, "error", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
 			}
-		case m := <-in:
-			if n := len(pp.msgs); n > 0 && m.Offset <= pp.msgs[n-1].Offset {
-				// The group rebalanced and the partition is being read again
-				// from its committed offset: start the batch over.
-				pp.msgs, pp.bytes = pp.msgs[:0], 0
-			}
-			if len(pp.msgs) > 0 && pp.bytes+len(m.Value) > cfg.MaxBytes {
-				if err := pp.flush(ctx); err != nil {
-					return err
-				}
-			}
-			if len(pp.msgs) == 0 {
-				timer.Reset(cfg.MaxWait)
-			}
-			pp.msgs = append(pp.msgs, m)
-			pp.bytes += len(m.Value)
-			if len(pp.msgs) >= cfg.MaxEvents {
-				if err := pp.flush(ctx); err != nil {
-					return err
-				}
-			}
+			continue
+		}
+		if len(pp.msgs) > 0 && pp.bytes+len(m.Value) > cfg.MaxBytes {
+			pp.flush(ctx)
 		}
 		if len(pp.msgs) == 0 {
-			timer.Stop()
+			pp.deadline = time.Now().Add(cfg.MaxWait)
+		}
+		pp.msgs = append(pp.msgs, m)
+		pp.bytes += len(m.Value)
+		if len(pp.msgs) >= cfg.MaxEvents {
+			pp.flush(ctx)
 		}
 	}
 }
 
 // flush starts the workflow for the pending batch and commits its offsets.
-func (pp *partitionPoller) flush(ctx context.Context) error {
+func (pp *partitionPoller) flush(ctx context.Context) {
 	if len(pp.msgs) == 0 {
-		return nil
+		return
 	}
 	msgs := pp.msgs
 	pp.msgs, pp.bytes = nil, 0
@@ -194,7 +211,7 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	select {
 	case pp.inFlight <- struct{}{}:
 	case <-ctx.Done():
-		return nil
+		return
 	}
 	in, events := pp.p.batchInput(pp.partition, msgs)
 	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
@@ -205,31 +222,28 @@ func (pp *partitionPoller) flush(ctx context.Context) error {
 	defer cancel()
 	run, err := pp.p.start(sctx, id, in, events)
 	if err != nil {
-		<-pp.inFlight
-		if ctx.Err() != nil {
-			return nil // stopped before the start was accepted: nothing to commit
-		}
-		return err
+		<-pp.inFlight // stopped before the start was accepted: nothing to commit
+		return
 	}
 	pp.p.Stats.Messages.Add(int64(len(msgs)))
 	if run == nil {
 		pp.p.Stats.Redelivered.Add(int64(len(msgs)))
 	}
 	pp.p.Stats.Poison.Add(int64(len(in.Poison)))
-	if err := pp.reader.CommitMessages(sctx, msgs[len(msgs)-1]); err != nil {
+	next := map[string]map[int]int64{pp.p.cfg.Topic: {pp.partition: in.LastOffset + 1}}
+	if err := pp.gen.CommitOffsets(next); err != nil {
 		// The workflow runs regardless; the batch will be read again by
 		// whoever owns the partition next and its start deduplicated by ID.
 		pp.p.log.Warn("commit offsets failed", "partition", pp.partition, "offset", in.LastOffset, "error", err)
 	}
 	if run == nil {
 		<-pp.inFlight
-		return nil
+		return
 	}
 	go func() {
 		defer func() { <-pp.inFlight }()
 		pp.p.await(ctx, run)
 	}()
-	return nil
 }
 
 // await waits for a batch workflow to close, holding its in-flight slot. An
