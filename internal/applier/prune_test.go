@@ -41,7 +41,7 @@ func TestPrune(t *testing.T) {
 		}
 		return out
 	}
-	round(keys(1, 100), keys(1, 50), 3*time.Hour)       // old: 150 records, 50 tombstones
+	round(keys(1, 100), keys(1, 50), 3*time.Hour)         // old: 150 records, 50 tombstones
 	round(keys(101, 150), keys(101, 120), 90*time.Minute) // past the horizon, but after the parked change failed
 	d.exec(t, `INSERT INTO cdcflow.dead_letters (id, topic, kafka_partition, kafka_offset, error_class, error, attempts,
 		first_failed_at, last_failed_at, batch_workflow_id, batch_run_id, message)
