@@ -14,7 +14,7 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
 
-.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e fuzz run tools clean
+.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e chaos fuzz run tools clean
 
 all: build
 
@@ -65,6 +65,13 @@ bench: bench-apply bench-e2e
 ## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, trigger overhead
 bench-e2e: tools
 	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m .
+
+CHAOS_RUNS ?= 100
+CHAOS_SEED ?= $(shell date +%s)
+
+## chaos: the long fault campaign, CHAOS_RUNS runs (default 100) from CHAOS_SEED (default: the time); prints a line a run and a total
+chaos: tools
+	cd internal/e2e && CDCFLOW_CHAOS_RUNS=$(CHAOS_RUNS) CDCFLOW_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -run '^TestChaos$$' -count=1 -timeout 0 -v . | grep -E '^(chaos:|runs |--- FAIL|FAIL|ok)'
 
 ## fuzz: fuzz the change-event decoder for a minute
 fuzz:

@@ -91,11 +91,11 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		"-c", "max_wal_senders=10",
 		"-c", "shared_buffers=256MB",
 	}
-	for _, kv := range opts.Settings {
-		p.settings = append(p.settings, "-c", kv)
-	}
 	if !opts.Durable {
 		p.settings = append(p.settings, "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off")
+	}
+	for _, kv := range opts.Settings { // after the defaults, so that they win
+		p.settings = append(p.settings, "-c", kv)
 	}
 	p.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.Port)
 	if err := p.Start(ctx); err != nil {
@@ -144,6 +144,17 @@ func (p *Postgres) Stop() error {
 		return nil
 	}
 	err := p.proc.Stop(syscall.SIGINT, 30*time.Second)
+	p.proc = nil
+	return err
+}
+
+// Crash stops the server as a crash would: an immediate shutdown (SIGQUIT),
+// with no checkpoint; the next Start recovers from the write-ahead log.
+func (p *Postgres) Crash() error {
+	if p.proc == nil {
+		return nil
+	}
+	err := p.proc.Stop(syscall.SIGQUIT, 30*time.Second)
 	p.proc = nil
 	return err
 }

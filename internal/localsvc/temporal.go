@@ -44,6 +44,8 @@ type Temporal struct {
 
 	proc *Process
 	log  *Buffer
+	bin  string
+	args []string
 }
 
 // TemporalOptions tunes the dev server.
@@ -52,6 +54,9 @@ type TemporalOptions struct {
 	UI           bool // serve the Web UI
 	// SearchAttributes to register, name -> type (Keyword, Text, Int, ...).
 	SearchAttributes map[string]string
+	// DBFile keeps the server's state in this SQLite file, so that it
+	// survives a restart; empty keeps it in memory.
+	DBFile string
 }
 
 // StartTemporal starts `temporal server start-dev` (in-memory) on 127.0.0.1.
@@ -90,17 +95,39 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	}
 	// A fixed metrics port would clash between concurrent dev servers.
 	args = append(args, "--metrics-port", strconv.Itoa(metricsPort))
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=") // the CLI reads it too
-	if t.proc, err = Start("temporal dev server", cmd, t.log); err != nil {
+	if opts.DBFile != "" {
+		args = append(args, "--db-filename", opts.DBFile)
+	}
+	t.bin, t.args = bin, args
+	if err := t.Start(ctx); err != nil {
 		return nil, err
+	}
+	return t, nil
+}
+
+// Start starts the dev server made by StartTemporal (again, after Kill) and
+// waits until it serves the namespace.
+func (t *Temporal) Start(ctx context.Context) error {
+	cmd := exec.Command(t.bin, t.args...)
+	cmd.Env = append(os.Environ(), "TEMPORAL_ADDRESS=") // the CLI reads it too
+	var err error
+	if t.proc, err = Start("temporal dev server", cmd, t.log); err != nil {
+		return err
 	}
 	err = t.proc.waitReady(2*time.Minute, func() error { return t.ready(ctx) })
 	if err != nil {
 		t.Close()
-		return nil, fmt.Errorf("%w\n%s", err, t.log.String())
+		return fmt.Errorf("%w\n%s", err, t.log.String())
 	}
-	return t, nil
+	return nil
+}
+
+// Kill kills the dev server (SIGKILL), as a crash would; Start starts it
+// again, with the state of its DBFile.
+func (t *Temporal) Kill() {
+	if t.proc != nil {
+		t.proc.Kill()
+	}
 }
 
 // Process is the dev server's process, nil for an external server: tests
