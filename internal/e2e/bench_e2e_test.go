@@ -183,6 +183,9 @@ func triggerOverhead(b *testing.B) (with, without float64) {
 		b.Fatal(err)
 	}
 	defer source.Close()
+	if err := demo.CreateTable(ctx, source); err != nil {
+		b.Fatal(err)
+	}
 	const rows = 100000
 	measure := func(table string, trigger bool) float64 {
 		if _, err := source.Exec(ctx, fmt.Sprintf(`CREATE TABLE %s (LIKE employees INCLUDING ALL)`, table)); err != nil {

@@ -56,7 +56,10 @@ func applyDirect(b *testing.B, events []event.Event, batch int, want string) flo
 		b.Fatal(err)
 	}
 	defer pool.Close()
-	apl, err := applier.New(ctx, pool, []string{"public.employees"})
+	if err := demo.CreateTable(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	apl, err := applier.New(ctx, pool, []string{demo.Table})
 	if err != nil {
 		b.Fatal(err)
 	}
