@@ -21,7 +21,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/testenv"
 )
 
-// TestDestinationOutage stops the destination PostgreSQL for 20 s while
+// TestDestinationOutage stops the destination PostgreSQL for 60 s while
 // changes flow: nothing is dead-lettered, every change is applied once it is
 // back, and the destination ends equal to the source.
 func TestDestinationOutage(t *testing.T) {
@@ -57,7 +57,7 @@ func TestDestinationOutage(t *testing.T) {
 		if err := destPG.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(20 * time.Second) // the outage itself: changes keep coming meanwhile
+		time.Sleep(60 * time.Second) // the outage itself: changes keep coming meanwhile
 		if err := destPG.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -84,10 +84,10 @@ func TestDestinationOutage(t *testing.T) {
 		t.Fatalf("metrics after the outage:\n%s", body)
 	}
 	t.Logf("metrics: %s transient apply errors, %s events applied", transient[1], applied[1])
-	t.Logf("%d changes written, all applied after a 20 s destination outage", written)
+	t.Logf("%d changes written, all applied after a 60 s destination outage", written)
 }
 
-// TestTemporalPause freezes the Temporal server (SIGSTOP) for 15 s while
+// TestTemporalPause freezes the Temporal server (SIGSTOP) for 60 s while
 // changes flow, then lets it go on: without restarting anything, every change
 // arrives.
 func TestTemporalPause(t *testing.T) {
@@ -111,12 +111,52 @@ func TestTemporalPause(t *testing.T) {
 		if err := tmp.Process().Signal(syscall.SIGSTOP); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(15 * time.Second) // the pause itself: changes keep coming meanwhile
+		time.Sleep(60 * time.Second) // the pause itself: changes keep coming meanwhile
 		if err := tmp.Process().Signal(syscall.SIGCONT); err != nil {
 			t.Fatal(err)
 		}
 	})
-	t.Logf("%d changes written, all applied after Temporal was paused for 15 s", written)
+	t.Logf("%d changes written, all applied after Temporal was paused for 60 s", written)
+}
+
+// TestSourceOutage stops the source PostgreSQL for 60 s while changes flow:
+// capture waits for it and goes on, and every change committed before and
+// after arrives.
+func TestSourceOutage(t *testing.T) {
+	if testenv.ExternalServices() {
+		t.Skip("stops and starts its own source cluster")
+	}
+	ctx := context.Background()
+	sourcePG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sourcePG.Close()
+	p := newPipeline(t)
+	p.env["CDCFLOW_SOURCE_DSN"] = sourcePG.DSN
+	if p.source, err = db.Open(ctx, sourcePG.DSN, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.source.Close)
+	if err := demo.CreateTable(ctx, p.source); err != nil {
+		t.Fatal(err)
+	}
+	capture := p.start("capture")
+	p.start("worker")
+	p.start("starter")
+	written := p.duringLoad(func() {
+		if err := sourcePG.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(60 * time.Second) // the outage itself
+		if err := sourcePG.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if out := capture.out.String(); !containsAll(out, "capture step failed, retrying") {
+		t.Fatalf("the outage left no trace in capture's log:\n%s", out)
+	}
+	t.Logf("%d changes written, all applied after a 60 s source outage", written)
 }
 
 // duringLoad keeps two writers changing rows on the source; once changes are
@@ -144,8 +184,7 @@ func (p *pipeline) duringLoad(fault func()) int64 {
 				}
 				n, err := writeTx(ctx, p.source, rng, 500)
 				if err != nil {
-					t.Error(err)
-					return
+					continue // the source is down: a writer's transaction fails, and it tries again
 				}
 				written.Add(int64(n))
 			}
