@@ -13,11 +13,9 @@ import (
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
 
 // TestHistoryIsBoundedThroughOutages: a batch whose destination row stays
@@ -33,22 +31,7 @@ func TestHistoryIsBoundedThroughOutages(t *testing.T) {
 	LocalApplyBudget = 2 * time.Second
 
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "history")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, applier.Timeouts{Lock: 100 * time.Millisecond}.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := demo.CreateTable(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	apl, err := applier.New(ctx, pool, []string{demo.Table})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, apl := testenv.NewDestination(t, applier.Timeouts{Lock: 100 * time.Millisecond})
 	c := testenv.Dial(t, testenv.TemporalServer(t))
 	queue := fmt.Sprintf("history-%d", time.Now().UnixNano())
 	w := worker.New(c, queue, worker.Options{})

@@ -18,14 +18,12 @@ import (
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/deadletter"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
 
 // TestReplayRecordedHistories replays histories recorded from a real server
@@ -67,23 +65,8 @@ func TestRecordHistories(t *testing.T) {
 	tmp := testenv.TemporalServer(t)
 	c := testenv.Dial(t, tmp)
 	queue := fmt.Sprintf("record-%d", time.Now().UnixNano())
-	dsn := testenv.NewDatabase(t, "record")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, applier.Timeouts{Lock: 100 * time.Millisecond}.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := demo.CreateTable(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool, apl := testenv.NewDestination(t, applier.Timeouts{Lock: 100 * time.Millisecond})
 	if _, err := pool.Exec(ctx, `ALTER TABLE employees ADD CONSTRAINT salary_not_negative CHECK (salary >= 0)`); err != nil {
-		t.Fatal(err)
-	}
-	apl, err := applier.New(ctx, pool, []string{demo.Table})
-	if err != nil {
 		t.Fatal(err)
 	}
 	brokers, _ := testenv.NewKafka(t, map[string]int32{"record_dlq": 1})

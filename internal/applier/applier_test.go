@@ -16,11 +16,9 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
 
 func TestInsertUpdateDeleteReinsert(t *testing.T) {
@@ -418,23 +416,7 @@ func TestPartitionedTable(t *testing.T) {
 // gone it applies.
 func TestRowLockTimesOut(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "locks")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	timeouts := applier.Timeouts{Lock: 200 * time.Millisecond, Statement: 10 * time.Second}
-	pool, err := db.Open(ctx, dsn, timeouts.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
-	if err := demo.CreateTable(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	apl, err := applier.New(ctx, pool, []string{demo.Table})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, apl := testenv.NewDestination(t, applier.Timeouts{Lock: 200 * time.Millisecond, Statement: 10 * time.Second})
 	if _, err := apl.Apply(ctx, []event.Event{emp(1, event.OpInsert, 1, "Ada", "Oslo", 1)}); err != nil {
 		t.Fatal(err)
 	}

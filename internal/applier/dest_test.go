@@ -12,11 +12,9 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
@@ -29,26 +27,7 @@ type dest struct {
 
 func newDest(t *testing.T, tables ...string) *dest {
 	t.Helper()
-	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "applier")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if err := demo.CreateTable(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	if len(tables) == 0 {
-		tables = []string{demo.Table}
-	}
-	apl, err := applier.New(ctx, pool, tables)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, apl := testenv.NewDestination(t, applier.DefaultTimeouts, tables...)
 	return &dest{pool: pool, apl: apl}
 }
 

@@ -9,11 +9,9 @@ import (
 	"time"
 
 	"github.com/cdcflow/cdcflow/internal/applier"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
-	"github.com/cdcflow/cdcflow/migrations"
 )
 
 // BenchmarkApply measures events/s through Kafka -> Temporal -> destination
@@ -47,22 +45,7 @@ func envInt(name string, def int) int {
 // destination and returns events/s.
 func applyDirect(b *testing.B, events []event.Event, batch int, want string) float64 {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(b, "direct")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		b.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, applier.ConfigurePool)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	if err := demo.CreateTable(ctx, pool); err != nil {
-		b.Fatal(err)
-	}
-	apl, err := applier.New(ctx, pool, []string{demo.Table})
-	if err != nil {
-		b.Fatal(err)
-	}
+	pool, apl := testenv.NewDestination(b, applier.DefaultTimeouts)
 	start := time.Now()
 	for i := 0; i < len(events); i += batch {
 		if _, err := apl.Apply(ctx, events[i:min(i+batch, len(events))]); err != nil {

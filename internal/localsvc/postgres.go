@@ -139,22 +139,18 @@ func (p *Postgres) Start(ctx context.Context) error {
 }
 
 // Stop shuts the server down (fast mode) and leaves the data directory.
-func (p *Postgres) Stop() error {
-	if p.proc == nil {
-		return nil
-	}
-	err := p.proc.Stop(syscall.SIGINT, 30*time.Second)
-	p.proc = nil
-	return err
-}
+func (p *Postgres) Stop() error { return p.shutdown(syscall.SIGINT) }
 
 // Crash stops the server as a crash would: an immediate shutdown (SIGQUIT),
 // with no checkpoint; the next Start recovers from the write-ahead log.
-func (p *Postgres) Crash() error {
+func (p *Postgres) Crash() error { return p.shutdown(syscall.SIGQUIT) }
+
+// shutdown sends the postmaster sig, the shutdown mode, and waits.
+func (p *Postgres) shutdown(sig syscall.Signal) error {
 	if p.proc == nil {
 		return nil
 	}
-	err := p.proc.Stop(syscall.SIGQUIT, 30*time.Second)
+	err := p.proc.Stop(sig, 30*time.Second)
 	p.proc = nil
 	return err
 }

@@ -14,10 +14,16 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
+	"github.com/cdcflow/cdcflow/migrations"
 )
 
 // Services a test binary shares, started on first use and stopped by Main.
@@ -154,3 +160,31 @@ func (quietLogger) Debug(string, ...any) {}
 func (quietLogger) Info(string, ...any)  {}
 func (quietLogger) Warn(string, ...any)  {}
 func (quietLogger) Error(string, ...any) {}
+
+// NewDestination creates a migrated destination database for this test, with
+// the demo table, and returns a pool configured with timeouts and an applier
+// for tables (the demo table when none are given).
+func NewDestination(t testing.TB, timeouts applier.Timeouts, tables ...string) (*pgxpool.Pool, *applier.Applier) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := NewDatabase(t, "dest")
+	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, dsn, timeouts.ConfigurePool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := demo.CreateTable(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) == 0 {
+		tables = []string{demo.Table}
+	}
+	apl, err := applier.New(ctx, pool, tables)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool, apl
+}
