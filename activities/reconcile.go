@@ -84,11 +84,11 @@ func (r *Reconciler) RedriveClosedBatches(ctx context.Context) (cdc.ReconcileRep
 
 // redrive starts the batch id again when its latest run closed unfinished.
 func (r *Reconciler) redrive(ctx context.Context, id string) (parked, redriven bool, err error) {
-	desc, err := r.Temporal.DescribeWorkflowExecution(ctx, id, "")
+	desc, err := r.Temporal.DescribeWorkflow(ctx, id, "")
 	if err != nil {
 		return false, false, fmt.Errorf("describe batch %s: %w", id, err)
 	}
-	info := desc.WorkflowExecutionInfo
+	info := desc.RawResponse.WorkflowExecutionInfo
 	if !closedUnfinished[info.Status] {
 		return false, false, nil // run again already, by this reconciler or another
 	}

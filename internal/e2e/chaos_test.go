@@ -411,11 +411,11 @@ func (p *pipeline) unfinishedBatches() int {
 		p.t.Fatal(err)
 	}
 	for _, ex := range resp.Executions {
-		desc, err := p.temporal.DescribeWorkflowExecution(ctx, ex.Execution.WorkflowId, "")
+		desc, err := p.temporal.DescribeWorkflow(ctx, ex.Execution.WorkflowId, "")
 		if err != nil {
 			p.t.Fatal(err)
 		}
-		if desc.WorkflowExecutionInfo.Status != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		if desc.RawResponse.WorkflowExecutionInfo.Status != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 			n++
 		}
 	}

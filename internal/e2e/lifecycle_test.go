@@ -47,11 +47,11 @@ func TestClosedBatchesAreRedriven(t *testing.T) {
 	p.waitApplied(n)
 	p.assertDestination(want)
 	for _, id := range terminated {
-		desc, err := p.temporal.DescribeWorkflowExecution(ctx, id, "")
+		desc, err := p.temporal.DescribeWorkflow(ctx, id, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if st := desc.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+		if st := desc.RawResponse.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 			t.Fatalf("batch %s is %s, want completed after the reconciler ran it again", id, st)
 		}
 	}
