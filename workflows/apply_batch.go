@@ -53,27 +53,42 @@ var ApplyRetryPolicy = &temporal.RetryPolicy{
 	MaximumAttempts:    0,
 }
 
-// localActivities runs activities in the worker that runs the workflow, so a
-// batch is not copied into the history a second time as activity input, and
-// costs Temporal one workflow task instead of two tasks and an activity task.
-func localActivities(ctx workflow.Context) workflow.Context {
-	return workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout: 2 * time.Minute,
-		// Without it the SDK would stop retrying after StartToCloseTimeout:
-		// transient failures (a destination down for hours) retry until
-		// they pass.
-		ScheduleToCloseTimeout: 10 * 365 * 24 * time.Hour,
+// LocalActivityBudget is how long an activity retries as a local activity
+// before it goes on as a regular one (see execute). Local retries write
+// history (markers, timers, workflow task heartbeats) as they go; a regular
+// activity's retries write none, so a workflow's history stays the same size
+// whatever the length of an outage. Tests shorten it; it must not change
+// while workers run.
+var LocalActivityBudget = 2 * time.Minute
+
+// execute runs an activity and stores its result in result (nil: none). It
+// runs as a local activity first: in the worker that runs the workflow, so a
+// batch is not copied into the history a second time as activity input, at
+// the cost of one workflow task. When it has not passed within
+// LocalActivityBudget (the destination or Kafka is down, a row stays
+// locked) it goes on as a regular activity, which the server retries without
+// limit and without adding to the history. A failure that retrying cannot
+// fix (a non-retryable application error) ends it at once.
+func execute(ctx workflow.Context, result any, activity any, args ...any) error {
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    2 * time.Minute,
+		ScheduleToCloseTimeout: LocalActivityBudget,
 		RetryPolicy:            ApplyRetryPolicy,
 	})
+	err := workflow.ExecuteLocalActivity(lctx, activity, args...).Get(ctx, result)
+	var appErr *temporal.ApplicationError
+	if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) || temporal.IsCanceledError(err) {
+		return err
+	}
+	// The budget ran out with the activity still failing for a reason that
+	// may pass: the SDK gives up with its last error, or a timeout.
+	workflow.GetLogger(ctx).Warn("activity still failing; retrying it as a regular activity", "error", err)
+	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
+		StartToCloseTimeout: 2 * time.Minute,
+		RetryPolicy:         ApplyRetryPolicy, // no limit, no schedule-to-close: until it passes
+	})
+	return workflow.ExecuteActivity(actx, activity, args...).Get(ctx, result)
 }
-
-// LocalApplyBudget is how long an apply retries as a local activity before
-// it goes on as a regular one. Local retries write history (markers,
-// timers, workflow task heartbeats) as they go; a regular activity's
-// retries write none, so a batch's history stays the same size whatever the
-// length of an outage. Tests shorten it; it must not change while workers
-// run.
-var LocalApplyBudget = 2 * time.Minute
 
 // MaxRetryPause caps the pause between two tries of events that failed for a
 // permanent reason.
@@ -85,7 +100,6 @@ const MaxRetryPause = time.Minute
 // DLQ topic, the dead_letters table, and a DeadLetter workflow each, which
 // outlives the batch and waits for a person's decision.
 func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cdc.BatchSummary, error) {
-	ctx = localActivities(ctx)
 	b := newBatch(ctx, in)
 	parked := b.poisonRecords(ctx)
 	if in.ParkReason != "" {
@@ -164,8 +178,8 @@ func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cd
 				return nil, err
 			}
 		}
-		out, err := applyEvents(ctx, events, only)
-		if err != nil {
+		var out cdc.ApplyOutcome
+		if err := execute(ctx, &out, apply.ApplyEvents, events, only); err != nil {
 			return nil, b.applyError(err)
 		}
 		b.summary.Counts = b.summary.Counts.Add(out.Counts)
@@ -196,33 +210,6 @@ func retryPause(attempt int) time.Duration {
 		return MaxRetryPause
 	}
 	return min(time.Duration(1<<(attempt-2))*time.Second, MaxRetryPause)
-}
-
-// applyEvents runs the ApplyEvents activity: as a local activity first, and
-// when that has not passed within LocalApplyBudget (the destination is down,
-// a row stays locked), as a regular activity that the server retries without
-// limit and without adding to the history.
-func applyEvents(ctx workflow.Context, events event.Batch, only []int) (cdc.ApplyOutcome, error) {
-	var out cdc.ApplyOutcome
-	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
-		StartToCloseTimeout:    2 * time.Minute,
-		ScheduleToCloseTimeout: LocalApplyBudget,
-		RetryPolicy:            ApplyRetryPolicy,
-	})
-	err := workflow.ExecuteLocalActivity(lctx, apply.ApplyEvents, events, only).Get(ctx, &out)
-	var appErr *temporal.ApplicationError
-	if err == nil || (errors.As(err, &appErr) && appErr.NonRetryable()) || temporal.IsCanceledError(err) {
-		return out, err
-	}
-	// The budget ran out with the apply still failing for a reason that
-	// may pass: the SDK gives up with its last error, or a timeout.
-	workflow.GetLogger(ctx).Warn("apply still failing; retrying it as a regular activity", "error", err)
-	actx := workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
-		StartToCloseTimeout: 2 * time.Minute,
-		RetryPolicy:         ApplyRetryPolicy, // no limit, no schedule-to-close: until it passes
-	})
-	err = workflow.ExecuteActivity(actx, apply.ApplyEvents, events, only).Get(ctx, &out)
-	return out, err
 }
 
 // failureRecords makes a dead letter of every event that failed all its tries.
@@ -282,7 +269,7 @@ func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.De
 func (b *batch) park(ctx workflow.Context, records []cdc.DeadLetterRecord) error {
 	for _, rec := range records {
 		workflow.GetLogger(ctx).Warn("parking change", "id", rec.ID, "error_class", rec.ErrorClass, "error", rec.Error)
-		if err := workflow.ExecuteLocalActivity(ctx, deadLetters.Park, rec).Get(ctx, nil); err != nil {
+		if err := execute(ctx, nil, deadLetters.Park, rec); err != nil {
 			return fmt.Errorf("park %s: %w", rec.ID, err)
 		}
 		if err := startDeadLetter(ctx, rec); err != nil {

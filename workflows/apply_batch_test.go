@@ -169,7 +169,7 @@ func TestApplyBatchRetryPausesAreCapped(t *testing.T) {
 }
 
 // TestApplyBatchOutlastsTheLocalBudget: an apply that keeps failing past
-// LocalApplyBudget goes on as a regular activity (retried by the server,
+// LocalActivityBudget goes on as a regular activity (retried by the server,
 // adding nothing to the history per retry) and completes the batch.
 func TestApplyBatchOutlastsTheLocalBudget(t *testing.T) {
 	env := newEnv(t)
@@ -267,5 +267,33 @@ func TestApplyBatchOrderingWindow(t *testing.T) {
 	}
 	if diff := cmp.Diff(map[string]int{"dlq-1": 11, "dlq-2": 3}, attempts); diff != "" {
 		t.Fatalf("attempts (-want +got):\n%s", diff)
+	}
+}
+
+// TestParkOutlastsTheLocalBudget: parking goes through the same local-then-
+// regular path as applying, so a DLQ topic or destination down for long
+// does not grow the batch's history either.
+func TestParkOutlastsTheLocalBudget(t *testing.T) {
+	env := newEnv(t)
+	env.OnWorkflow(cdc.WorkflowDeadLetter, mock.Anything, mock.Anything).Return(cdc.DeadLetterStatus{State: cdc.StateParked}, nil)
+	var local, regular int
+	env.OnActivity(deadLetters.Park, mock.Anything, mock.Anything).Return(func(ctx context.Context, _ cdc.DeadLetterRecord) error {
+		if activity.GetInfo(ctx).IsLocalActivity {
+			local++
+			return errors.New("kafka: broker not available")
+		}
+		regular++
+		return nil
+	})
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Poison: []cdc.Poison{{Offset: 3, Error: "x"}}}, event.Batch(nil))
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 1, Failed: 1, DeadLetters: []string{"dlq-t-0-3"}}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	if local < 2 || regular != 1 {
+		t.Fatalf("%d local and %d regular tries, want several local ones, then 1 regular", local, regular)
 	}
 }

@@ -17,7 +17,6 @@ import (
 // by the replay and discard signals, or the replay-corrected update. It
 // answers the status query all along, and returns the final status.
 func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterStatus, error) {
-	ctx = localActivities(ctx)
 	d := newDeadLetter(ctx, in.Record)
 	if err := d.register(ctx); err != nil {
 		return d.status, err
@@ -170,10 +169,9 @@ func (d *deadLetter) replayCorrected(ctx workflow.Context, req cdc.ReplayRequest
 // replay applies the parked change once more and records what happened: a
 // failure keeps it parked, with the new error.
 func (d *deadLetter) replay(ctx workflow.Context, req cdc.ReplayRequest) {
-	ctx = localActivities(ctx) // an update handler's context lacks the options
 	dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionReplay, Corrected: req.After != nil}
 	var counts cdc.Counts
-	err := workflow.ExecuteLocalActivity(ctx, apply.ReplayChange, cdc.ReplayInput{Message: d.record.Message, After: req.After}).Get(ctx, &counts)
+	err := execute(ctx, &counts, apply.ReplayChange, cdc.ReplayInput{Message: d.record.Message, After: req.After})
 	if err != nil {
 		dec.Error = err.Error()
 		var appErr *temporal.ApplicationError
@@ -210,7 +208,7 @@ func (d *deadLetter) alreadyDecided() error {
 // attributes.
 func (d *deadLetter) settle(ctx workflow.Context) error {
 	s := cdc.Settlement{ID: d.record.ID, State: d.status.State, Outcome: d.outcome}
-	if err := workflow.ExecuteLocalActivity(ctx, deadLetters.Settle, s).Get(ctx, nil); err != nil {
+	if err := execute(ctx, nil, deadLetters.Settle, s); err != nil {
 		return err
 	}
 	return workflow.UpsertTypedSearchAttributes(ctx, searchState.ValueSet(string(d.status.State)))

@@ -20,15 +20,15 @@ import (
 
 // TestHistoryIsBoundedThroughOutages: a batch whose destination row stays
 // locked for 5 s and one whose row stays locked for 25 s end with histories
-// of the same size: after LocalApplyBudget the apply retries as a regular
+// of the same size: after LocalActivityBudget the apply retries as a regular
 // activity, whose retries the history does not record. Real Temporal server,
 // real PostgreSQL.
 func TestHistoryIsBoundedThroughOutages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds row locks for half a minute")
 	}
-	defer func(b time.Duration) { LocalApplyBudget = b }(LocalApplyBudget)
-	LocalApplyBudget = 2 * time.Second
+	defer func(b time.Duration) { LocalActivityBudget = b }(LocalActivityBudget)
+	LocalActivityBudget = 2 * time.Second
 
 	ctx := context.Background()
 	pool, apl := testenv.NewDestination(t, applier.Timeouts{Lock: 100 * time.Millisecond})

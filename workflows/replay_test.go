@@ -109,8 +109,8 @@ func TestRecordHistories(t *testing.T) {
 
 	// A batch whose row stays locked past the local budget: the apply goes
 	// on as a regular activity.
-	defer func(b time.Duration) { LocalApplyBudget = b }(LocalApplyBudget)
-	LocalApplyBudget = time.Second
+	defer func(b time.Duration) { LocalActivityBudget = b }(LocalActivityBudget)
+	LocalActivityBudget = time.Second
 	holder, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
