@@ -59,11 +59,7 @@ type Timeouts struct {
 var DefaultTimeouts = Timeouts{Lock: 10 * time.Second, Statement: time.Minute}
 
 // ConfigurePool prepares every connection of a pool for Apply, with the
-// default timeouts. Pass it to db.Open for the pool given to New.
-func ConfigurePool(cfg *pgxpool.Config) { DefaultTimeouts.ConfigurePool(cfg) }
-
-// ConfigurePool prepares every connection of a pool for Apply, with the
-// timeouts t.
+// timeouts t. Pass it to db.Open for the pool given to New.
 func (t Timeouts) ConfigurePool(cfg *pgxpool.Config) {
 	params := cfg.ConnConfig.RuntimeParams
 	if t.Lock > 0 {

@@ -112,21 +112,22 @@ func (g *Generator) Next() event.Event {
 	g.next++
 	id := g.first + g.rng.IntN(g.keys) + 1
 	_, exists := g.state[id]
-	if exists && g.rng.IntN(10) < 3 {
+	var ev event.Event
+	switch {
+	case exists && g.rng.IntN(10) < 3:
 		delete(g.state, id)
-		ev := Event(i, event.OpDelete, Employee{EmpID: id})
-		ev.CommitTime = CommitTime.Add(time.Duration(i) * time.Millisecond)
-		return ev
+		ev = Event(i, event.OpDelete, Employee{EmpID: id})
+	default:
+		row := Employee{EmpID: id, FirstName: firstNames[g.rng.IntN(len(firstNames))], LastName: fmt.Sprintf("L%d", i-1),
+			DOB:  fmt.Sprintf("19%02d-%02d-%02d", 50+g.rng.IntN(50), 1+g.rng.IntN(12), 1+g.rng.IntN(28)),
+			City: cities[g.rng.IntN(len(cities))], Salary: 1000 + g.rng.IntN(9000)}
+		op := event.OpInsert
+		if exists {
+			op = event.OpUpdate
+		}
+		g.state[id] = row
+		ev = Event(i, op, row)
 	}
-	row := Employee{EmpID: id, FirstName: firstNames[g.rng.IntN(len(firstNames))], LastName: fmt.Sprintf("L%d", i-1),
-		DOB:  fmt.Sprintf("19%02d-%02d-%02d", 50+g.rng.IntN(50), 1+g.rng.IntN(12), 1+g.rng.IntN(28)),
-		City: cities[g.rng.IntN(len(cities))], Salary: 1000 + g.rng.IntN(9000)}
-	op := event.OpInsert
-	if exists {
-		op = event.OpUpdate
-	}
-	g.state[id] = row
-	ev := Event(i, op, row)
 	ev.CommitTime = CommitTime.Add(time.Duration(i) * time.Millisecond)
 	return ev
 }

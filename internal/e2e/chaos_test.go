@@ -23,8 +23,6 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
-	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/testenv"
@@ -93,16 +91,8 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	// Services of its own, so that faults hit nothing else. A crashed server
 	// keeps what it reported committed (synchronous_commit=on), as in
 	// production; fsync stays off, since the machine itself does not crash.
-	sourcePG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on", "synchronous_commit=on"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sourcePG.Close()
-	destPG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"synchronous_commit=on"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer destPG.Close()
+	sourcePG := ownPostgres(t, "track_commit_timestamp=on", "synchronous_commit=on")
+	destPG := ownPostgres(t, "synchronous_commit=on")
 	tmp, err := localsvc.StartTemporal(ctx, localsvc.TemporalOptions{SearchAttributes: cdc.SearchAttributes,
 		DBFile: filepath.Join(dir, "temporal.db")})
 	if err != nil {
@@ -111,24 +101,13 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	defer tmp.Close()
 
 	p := newPipeline(t)
-	p.env["CDCFLOW_SOURCE_DSN"], p.env["CDCFLOW_DEST_DSN"], p.env["TEMPORAL_ADDRESS"] = sourcePG.DSN, destPG.DSN, tmp.Address
+	p.useSource(sourcePG.DSN)
+	p.useDest(destPG.DSN)
+	p.env["TEMPORAL_ADDRESS"] = tmp.Address
 	p.env["CDCFLOW_TABLES"] = "public.employees,public.accounts,public.readings,public.blobs"
 	p.env["CDCFLOW_RECONCILE_EVERY"] = "5s"
 	p.temporal = testenv.Dial(t, tmp)
-	p.dest.Close()
-	for _, side := range []struct {
-		dsn  string
-		pool **pgxpool.Pool
-	}{{sourcePG.DSN, &p.source}, {destPG.DSN, &p.dest}} {
-		pool, err := db.Open(ctx, side.dsn, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(pool.Close)
-		*side.pool = pool
-		if err := demo.CreateTable(ctx, pool); err != nil {
-			t.Fatal(err)
-		}
+	for _, pool := range []*pgxpool.Pool{p.source, p.dest} {
 		if _, err := pool.Exec(ctx, chaosTables); err != nil {
 			t.Fatal(err)
 		}

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
-	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 )
@@ -29,21 +27,10 @@ func TestDestinationOutage(t *testing.T) {
 		t.Skip("stops and starts its own destination cluster")
 	}
 	ctx := context.Background()
-	destPG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer destPG.Close()
+	destPG := ownPostgres(t)
 	p := newPipeline(t)
 	p.withSource()
-	p.env["CDCFLOW_DEST_DSN"] = destPG.DSN
-	p.dest.Close()
-	if p.dest, err = db.Open(ctx, destPG.DSN, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := demo.CreateTable(ctx, p.dest); err != nil {
-		t.Fatal(err)
-	}
+	p.useDest(destPG.DSN)
 	p.start("capture")
 	port, err := localsvc.FreePort()
 	if err != nil {
@@ -127,20 +114,9 @@ func TestSourceOutage(t *testing.T) {
 		t.Skip("stops and starts its own source cluster")
 	}
 	ctx := context.Background()
-	sourcePG, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"track_commit_timestamp=on"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sourcePG.Close()
+	sourcePG := ownPostgres(t, "track_commit_timestamp=on")
 	p := newPipeline(t)
-	p.env["CDCFLOW_SOURCE_DSN"] = sourcePG.DSN
-	if p.source, err = db.Open(ctx, sourcePG.DSN, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.source.Close)
-	if err := demo.CreateTable(ctx, p.source); err != nil {
-		t.Fatal(err)
-	}
+	p.useSource(sourcePG.DSN)
 	capture := p.start("capture")
 	p.start("worker")
 	p.start("starter")

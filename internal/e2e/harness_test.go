@@ -100,15 +100,8 @@ func newPipeline(t testing.TB) *pipeline {
 		"CDCFLOW_TABLES":     demo.Table,
 	}
 	p.temporal = testenv.Dial(t, tmp)
-	var err error
 	// The worker migrates at start; the test reads the destination through its own pool.
-	if p.dest, err = db.Open(context.Background(), destDSN, nil); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.dest.Close)
-	if err := demo.CreateTable(context.Background(), p.dest); err != nil {
-		t.Fatal(err)
-	}
+	p.useDest(destDSN)
 	return p
 }
 
@@ -116,16 +109,46 @@ func newPipeline(t testing.TB) *pipeline {
 // it and installs the triggers.
 func (p *pipeline) withSource() {
 	p.t.Helper()
-	dsn := testenv.NewDatabase(p.t, "source")
+	p.useSource(testenv.NewDatabase(p.t, "source"))
+}
+
+// ownPostgres starts a PostgreSQL cluster for this test alone, which it may
+// stop, crash and start; the cluster goes with the test.
+func ownPostgres(t testing.TB, settings ...string) *localsvc.Postgres {
+	t.Helper()
+	pg, err := localsvc.StartPostgres(context.Background(), localsvc.PostgresOptions{Settings: settings})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	return pg
+}
+
+// useSource points the pipeline's source at dsn, with the demo table.
+func (p *pipeline) useSource(dsn string) {
+	p.t.Helper()
 	p.env["CDCFLOW_SOURCE_DSN"] = dsn
-	var err error
-	if p.source, err = db.Open(context.Background(), dsn, nil); err != nil {
+	p.source = p.openWithDemo(dsn)
+}
+
+// useDest points the pipeline's destination at dsn, with the demo table.
+func (p *pipeline) useDest(dsn string) {
+	p.t.Helper()
+	p.env["CDCFLOW_DEST_DSN"] = dsn
+	p.dest = p.openWithDemo(dsn)
+}
+
+func (p *pipeline) openWithDemo(dsn string) *pgxpool.Pool {
+	p.t.Helper()
+	pool, err := db.Open(context.Background(), dsn, nil)
+	if err != nil {
 		p.t.Fatal(err)
 	}
-	p.t.Cleanup(p.source.Close)
-	if err := demo.CreateTable(context.Background(), p.source); err != nil {
+	p.t.Cleanup(pool.Close)
+	if err := demo.CreateTable(context.Background(), pool); err != nil {
 		p.t.Fatal(err)
 	}
+	return pool
 }
 
 // proc is a running cdcflow program and its output.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -56,7 +57,7 @@ func TestTablesUsersHave(t *testing.T) {
 			}
 		}
 	}
-	env := "CDCFLOW_TABLES=" + join(names)
+	env := "CDCFLOW_TABLES=" + strings.Join(names, ",")
 	p.start("capture", env)
 	p.start("worker", env)
 	p.start("starter")
@@ -105,15 +106,4 @@ func TestTablesUsersHave(t *testing.T) {
 	if err := p.dest.QueryRow(ctx, `SELECT note FROM sessions`).Scan(&note); err != nil || note != "first, edited in Tokyo" {
 		t.Fatalf("sessions holds %q (%v), want the last edit", note, err)
 	}
-}
-
-func join(names []string) string {
-	out := ""
-	for i, n := range names {
-		if i > 0 {
-			out += ","
-		}
-		out += n
-	}
-	return out
 }
