@@ -95,19 +95,31 @@ func New(ctx context.Context, pool *pgxpool.Pool, tables []string) (*Applier, er
 // the batch cannot be applied as it is; any other error is transient and the
 // whole batch may be retried.
 func (a *Applier) Apply(ctx context.Context, events []event.Event) (cdc.Counts, error) {
-	var res cdc.Counts
-	events, res.Duplicates = dedupe(events)
+	var dups int
+	events, dups = dedupe(events)
 	byTable, err := a.plan(ctx, events)
 	if err != nil {
 		return cdc.Counts{}, err
 	}
-
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
 		return cdc.Counts{}, fmt.Errorf("begin apply transaction: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	res, err := a.write(ctx, tx, events, byTable)
+	if err != nil {
+		return cdc.Counts{}, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return cdc.Counts{}, fmt.Errorf("commit batch: %w", classify(err))
+	}
+	res.Duplicates += dups
+	return res, nil
+}
 
+// write applies planned events (no repeated action_id) in tx: it stages
+// them, records their action_ids and writes the winning changes.
+func (a *Applier) write(ctx context.Context, tx pgx.Tx, events []event.Event, byTable []*tablePlan) (cdc.Counts, error) {
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_batch"},
 		[]string{"action_id", "tbl", "op", "key", "after", "committed"}, stagingRows(events)); err != nil {
 		return cdc.Counts{}, fmt.Errorf("stage batch: %w", classify(err))
@@ -138,13 +150,7 @@ func (a *Applier) Apply(ctx context.Context, events []event.Event) (cdc.Counts, 
 	if err := br.Close(); err != nil {
 		return cdc.Counts{}, fmt.Errorf("write rows: %w", classify(err))
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return cdc.Counts{}, fmt.Errorf("commit batch: %w", classify(err))
-	}
-	res.Duplicates += len(events) - fresh
-	res.Applied = won
-	res.Superseded = fresh - won
-	return res, nil
+	return cdc.Counts{Duplicates: len(events) - fresh, Applied: won, Superseded: fresh - won}, nil
 }
 
 // recordSQL records the staged action_ids, keeps the fresh ones, and for each

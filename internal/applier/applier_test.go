@@ -327,6 +327,48 @@ func TestApplyIsolatingSetsAsideBadEvents(t *testing.T) {
 	}
 }
 
+// TestIsolatingABatchThatAllFailsIsBounded: when every event of a batch
+// fails inside PostgreSQL, finding them costs the failed batch and one
+// transaction of savepoints, not a transaction per half of a bisection; the
+// good events interleaved with them are applied in that transaction.
+func TestIsolatingABatchThatAllFailsIsBounded(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `ALTER TABLE employees ADD CONSTRAINT salary_positive CHECK (salary >= 0)`)
+	var evs []event.Event
+	for i := 1; i <= 1000; i++ {
+		salary := -i
+		if i%100 == 0 {
+			salary = i // one event in a hundred passes
+		}
+		evs = append(evs, emp(int64(i), event.OpInsert, i, "Ada", "Oslo", salary))
+	}
+	before := d.pool.Stat().AcquireCount()
+	res, failed, err := d.apl.ApplyIsolating(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.pool.Stat().AcquireCount() - before; got > 2 {
+		t.Errorf("isolation took %d transactions, want 2: the failed batch and one of savepoints", got)
+	}
+	if diff := cmp.Diff(cdc.Counts{Applied: 10}, res); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if len(failed) != 990 {
+		t.Fatalf("%d failed, want 990", len(failed))
+	}
+	for _, f := range failed {
+		if f.ErrorClass != cdc.ClassConstraint || f.ActionID != int64(f.Index+1) || f.ActionID%100 == 0 {
+			t.Fatalf("failure %+v: want a constraint violation of a negative salary", f)
+		}
+	}
+	if n := d.count(t, `SELECT count(*) FROM employees`); n != 10 {
+		t.Fatalf("%d rows, want 10", n)
+	}
+	if n := d.count(t, `SELECT count(*) FROM cdcflow.processed_events`); n != 10 {
+		t.Fatalf("%d action_ids recorded, want the 10 applied", n)
+	}
+}
+
 // TestIdentityAndGeneratedColumns: a GENERATED ALWAYS identity key keeps the
 // source's value, and a generated column is computed by the destination,
 // whatever the row image says of it.
