@@ -14,7 +14,6 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/metrics"
@@ -71,31 +70,8 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int) 
 		f := &out.Failed[i]
 		a.Metrics.Error(ctx, f.ErrorClass)
 		f.Index = only[f.Index] // position in the whole batch
-		f.Message = raws[f.Index]
 	}
 	return out, nil
-}
-
-// ReplayChange applies one parked change, with its row image replaced by a
-// corrected one when given. It is subject to the same idempotency and version
-// guard as any change: a replay of a change already applied is a duplicate,
-// and one older than the row's current version is superseded.
-func (a *Apply) ReplayChange(ctx context.Context, in cdc.ReplayInput) (cdc.Counts, error) {
-	ev, err := event.Decode(in.Message)
-	if err != nil {
-		return cdc.Counts{}, invalidEvent(err)
-	}
-	if in.After != nil {
-		if ev, err = withAfter(ev, in.After); err != nil {
-			return cdc.Counts{}, invalidEvent(err)
-		}
-	}
-	counts, err := a.Applier.Apply(ctx, []event.Event{ev})
-	var perm *applier.PermanentError
-	if errors.As(err, &perm) {
-		return cdc.Counts{}, temporal.NewNonRetryableApplicationError(perm.Error(), string(perm.ErrorClass), nil, perm.ActionID)
-	}
-	return counts, err
 }
 
 // withAfter replaces the row image of ev, checking it as a decoded event is.

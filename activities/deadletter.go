@@ -2,6 +2,7 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,17 +10,20 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/deadletter"
+	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/metrics"
 )
 
 // DeadLetterStore keeps the durable record of parked changes (the
 // destination's dead_letters table).
 type DeadLetterStore interface {
-	// Record stores rec unless a record with its ID exists, and reports
-	// whether that record was published to the DLQ topic already.
-	Record(ctx context.Context, rec cdc.DeadLetterRecord) (published bool, err error)
-	MarkPublished(ctx context.Context, id string) error
-	Settle(ctx context.Context, s cdc.Settlement) error
+	// Record stores every record whose ID has no row yet and reports, for
+	// each, whether its group holds it and whether it was published.
+	Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]deadletter.Recorded, error)
+	MarkPublished(ctx context.Context, ids []string) error
+	Messages(ctx context.Context, ids []string) (map[string][]byte, error)
+	Settle(ctx context.Context, settled []cdc.Settlement) error
 }
 
 // Publisher is the part of a Kafka writer the dead-letter activities use.
@@ -27,34 +31,138 @@ type Publisher interface {
 	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 }
 
-// DeadLetters parks changes that cannot be applied: in the store, and in the
-// DLQ topic with their context as headers.
+// DeadLetters parks changes that cannot be applied, in the store and in the
+// DLQ topic with their context as headers, and replays them when a person
+// asks.
 type DeadLetters struct {
 	Store     DeadLetterStore
 	Publisher Publisher      // writes to the DLQ topic
+	Applier   BatchApplier   // replays parked changes
 	Metrics   *metrics.Apply // nil records nothing
 }
 
-// Park records rec and publishes it to the DLQ topic. It is idempotent: a
-// retried call finds the record and publishes only if that had not happened.
-func (d *DeadLetters) Park(ctx context.Context, rec cdc.DeadLetterRecord) error {
-	published, err := d.Store.Record(ctx, rec)
+// Park records the changes of a batch that failed and publishes them to the
+// DLQ topic, all at once. It is idempotent: a retried call finds the records
+// and publishes only what had not been. It returns the records each group's
+// DeadLetter workflow holds, without their messages and with the changed
+// row's key: a change parked before by another group, or decided already,
+// is left out.
+func (d *DeadLetters) Park(ctx context.Context, recs []cdc.DeadLetterRecord) ([]cdc.DeadLetterRecord, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	found, err := d.Store.Record(ctx, recs)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if published {
-		return nil
+	var msgs []kafka.Message
+	var ids []string
+	var members []cdc.DeadLetterRecord
+	for i, rec := range recs {
+		if !found[i].Published {
+			d.Metrics.DeadLetter(ctx, rec.ErrorClass)
+			msgs = append(msgs, kafka.Message{Value: rec.Message, Headers: headers(rec)})
+			ids = append(ids, rec.ID)
+		}
+		if found[i].Member {
+			rec.Key = changeKey(rec.Message)
+			rec.Message = nil
+			members = append(members, rec)
+		}
 	}
-	d.Metrics.DeadLetter(ctx, rec.ErrorClass)
-	if err := d.Publisher.WriteMessages(ctx, kafka.Message{Value: rec.Message, Headers: headers(rec)}); err != nil {
-		return fmt.Errorf("publish dead letter %s: %w", rec.ID, err)
+	if len(msgs) > 0 {
+		if err := d.Publisher.WriteMessages(ctx, msgs...); err != nil {
+			return nil, fmt.Errorf("publish %d dead letters: %w", len(msgs), err)
+		}
+		if err := d.Store.MarkPublished(ctx, ids); err != nil {
+			return nil, err
+		}
 	}
-	return d.Store.MarkPublished(ctx, rec.ID)
+	return members, nil
 }
 
-// Settle records the person's decision on a parked change.
-func (d *DeadLetters) Settle(ctx context.Context, s cdc.Settlement) error {
-	return d.Store.Settle(ctx, s)
+// changeKey is the row key of an encoded change, or nil for a message that
+// is not one.
+func changeKey(msg []byte) json.RawMessage {
+	ev, err := event.Decode(msg)
+	if err != nil {
+		return nil
+	}
+	return ev.Key
+}
+
+// Settle records the person's decisions on parked changes.
+func (d *DeadLetters) Settle(ctx context.Context, settled []cdc.Settlement) error {
+	if len(settled) == 0 {
+		return nil
+	}
+	return d.Store.Settle(ctx, settled)
+}
+
+// ReplayChanges applies parked changes once more, the one named with a
+// corrected row image when one is given, in one destination transaction
+// from which a change that fails again is set aside alone. They are subject
+// to the same idempotency and version guard as any change: a replay of a
+// change applied before is a duplicate, one older than the row's current
+// version is superseded. Transient failures are errors, retried.
+func (d *DeadLetters) ReplayChanges(ctx context.Context, in cdc.ReplayInput) ([]cdc.ReplayResult, error) {
+	msgs, err := d.Store.Messages(ctx, in.IDs)
+	if err != nil {
+		return nil, err
+	}
+	results := make([]cdc.ReplayResult, len(in.IDs))
+	var events []event.Event
+	var at []int // results index of each event
+	for i, id := range in.IDs {
+		results[i].ID = id
+		msg, ok := msgs[id]
+		if !ok {
+			results[i].ErrorClass, results[i].Error = cdc.ClassInvalidEvent, "no such dead letter"
+			continue
+		}
+		ev, err := event.Decode(msg)
+		if err == nil && in.After != nil {
+			ev, err = withAfter(ev, in.After)
+		}
+		if err != nil {
+			results[i].ErrorClass, results[i].Error = cdc.ClassInvalidEvent, err.Error()
+			continue
+		}
+		events = append(events, ev)
+		at = append(at, i)
+	}
+	if len(events) == 0 {
+		return results, nil
+	}
+	counts, failed, err := d.Applier.ApplyIsolating(ctx, events)
+	if err != nil {
+		return nil, err
+	}
+	outcome := replayOutcome(counts, len(events)-len(failed))
+	for i := range at {
+		results[at[i]].Outcome = outcome
+	}
+	for _, f := range failed {
+		r := &results[at[f.Index]]
+		r.Outcome, r.ErrorClass, r.Error = "", f.ErrorClass, f.Error
+	}
+	return results, nil
+}
+
+// replayOutcome says what the replay of n changes did.
+func replayOutcome(c cdc.Counts, n int) string {
+	if n == 1 {
+		switch {
+		case c.Applied > 0:
+			return "applied"
+		case c.Superseded > 0:
+			return "superseded: the row already holds a newer change"
+		default:
+			return "duplicate: the change was applied before"
+		}
+	}
+	return fmt.Sprintf("replayed with %d others: %d applied, %d superseded by newer changes, %d applied before",
+		n-1, c.Applied, c.Superseded, c.Duplicates)
 }
 
 func headers(rec cdc.DeadLetterRecord) []kafka.Header {

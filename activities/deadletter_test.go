@@ -2,6 +2,7 @@ package activities_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"testing"
 	"time"
@@ -31,9 +32,10 @@ func (c *countingPublisher) WriteMessages(ctx context.Context, msgs ...kafka.Mes
 	return c.w.WriteMessages(ctx, msgs...)
 }
 
-// TestParkIsIdempotent: parking the same change again (a retried activity, a
-// redelivered batch) neither records nor publishes it a second time, and
-// settling records the decision.
+// TestParkIsIdempotent: parking the same changes again (a retried activity,
+// a redelivered batch) neither records nor publishes them a second time; a
+// change parked before by another group is not held by the new one; and
+// settling records the decisions.
 func TestParkIsIdempotent(t *testing.T) {
 	ctx := context.Background()
 	dsn := testenv.NewDatabase(t, "park")
@@ -51,20 +53,38 @@ func TestParkIsIdempotent(t *testing.T) {
 	d := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: pub}
 
 	now := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
-	dl := cdc.DeadLetterRecord{ID: "dlq-7", ActionID: 7, Topic: "changes", Partition: 0, Offset: 41, Table: "public.employees",
-		ErrorClass: "ConstraintViolation", Error: "violates check", Attempts: 3, FirstFailure: now, LastFailure: now,
-		BatchWorkflowID: "cdc-changes-0-0-99", BatchRunID: "run", Message: []byte(`{"action_id":7}`)}
+	seven := cdc.DeadLetterRecord{ID: "dlq-7", Group: "group-a", ActionID: 7, Topic: "changes", Partition: 0, Offset: 41,
+		Table: "public.employees", ErrorClass: "ConstraintViolation", Error: "violates check", Attempts: 3,
+		FirstFailure: now, LastFailure: now, BatchWorkflowID: "cdc-changes-0-0-99", BatchRunID: "run",
+		Message: []byte(`{"action_id":7,"table":"public.employees","op":"delete","key":{"emp_id":7},` +
+			`"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`)}
+	eight := seven
+	eight.ID, eight.ActionID, eight.Offset, eight.Message = "dlq-8", 8, 42, []byte("not json")
+	wantMembers := []cdc.DeadLetterRecord{seven, eight}
+	wantMembers[0].Key, wantMembers[0].Message = json.RawMessage(`{"emp_id":7}`), nil
+	wantMembers[1].Message = nil
 	for range 3 {
-		if err := d.Park(ctx, dl); err != nil {
+		members, err := d.Park(ctx, []cdc.DeadLetterRecord{seven, eight})
+		if err != nil {
 			t.Fatal(err)
 		}
+		if diff := cmp.Diff(wantMembers, members); diff != "" {
+			t.Fatalf("members (-want +got):\n%s", diff)
+		}
+	}
+	// A later batch failing on change 7 again: it stays with its group.
+	again := seven
+	again.Group = "group-b"
+	if members, err := d.Park(ctx, []cdc.DeadLetterRecord{again}); err != nil || len(members) != 0 {
+		t.Fatalf("parking change 7 again in another group: members %v, error %v; want none", members, err)
 	}
 	type parked struct{ Rows, Messages int }
 	got := parked{Messages: pub.sent}
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.dead_letters WHERE published_at IS NOT NULL`).Scan(&got.Rows); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.dead_letters WHERE published_at IS NOT NULL AND group_id = 'group-a'`).
+		Scan(&got.Rows); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(parked{Rows: 1, Messages: 1}, got); diff != "" {
+	if diff := cmp.Diff(parked{Rows: 2, Messages: 2}, got); diff != "" {
 		t.Fatalf("after parking three times (-want +got):\n%s", diff)
 	}
 
@@ -89,22 +109,31 @@ func TestParkIsIdempotent(t *testing.T) {
 	if diff := cmp.Diff(wantHeaders, headers); diff != "" {
 		t.Fatalf("DLQ headers (-want +got):\n%s", diff)
 	}
-	if string(m.Value) != `{"action_id":7}` {
+	if string(m.Value) != string(seven.Message) {
 		t.Fatalf("DLQ message %s, want the parked message", m.Value)
 	}
 
-	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "test data"}); err != nil {
+	decided := []cdc.Settlement{{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "test data"}, {ID: "dlq-8", State: cdc.StateReplayed, Outcome: "applied"}}
+	if err := d.Settle(ctx, decided); err != nil {
 		t.Fatal(err)
 	}
-	var settled cdc.Settlement
-	if err := pool.QueryRow(ctx, `SELECT id, state, outcome FROM cdcflow.dead_letters WHERE id = 'dlq-7'`).
-		Scan(&settled.ID, &settled.State, &settled.Outcome); err != nil {
+	var settled []cdc.Settlement
+	rows, err := pool.Query(ctx, `SELECT id, state, outcome FROM cdcflow.dead_letters ORDER BY id`)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "test data"}, settled); diff != "" {
+	for rows.Next() {
+		var s cdc.Settlement
+		if err := rows.Scan(&s.ID, &s.State, &s.Outcome); err != nil {
+			t.Fatal(err)
+		}
+		settled = append(settled, s)
+	}
+	if diff := cmp.Diff(decided, settled); diff != "" {
 		t.Fatalf("settled (-want +got):\n%s", diff)
 	}
-	if err := d.Settle(ctx, cdc.Settlement{ID: "dlq-unknown", State: cdc.StateDiscarded, Outcome: "x"}); err == nil || err.Error() != "settle dead letter dlq-unknown: no such dead letter" {
+	err = d.Settle(ctx, []cdc.Settlement{{ID: "dlq-unknown", State: cdc.StateDiscarded, Outcome: "x"}})
+	if err == nil || err.Error() != "settle 1 dead letters: 0 found" {
 		t.Fatalf("settling an unknown dead letter: %v", err)
 	}
 }

@@ -1,5 +1,8 @@
 // Command dlq replays or discards every parked change that matches a filter,
-// for after the cause of a batch of failures was fixed:
+// for after the cause of a batch of failures was fixed. Parked changes are
+// held in groups (the failures of one batch on one table with one error
+// class, one DeadLetter workflow each); dlq decides every change still
+// parked in each group that matches:
 //
 //	dlq list    [filters]
 //	dlq replay  [filters]
@@ -39,7 +42,7 @@ type filter struct {
 	since, until time.Time
 }
 
-// Query is the visibility query for parked changes that match f.
+// Query is the visibility query for groups of parked changes that match f.
 func (f filter) Query() string {
 	q := []string{fmt.Sprintf("WorkflowType = '%s'", cdc.WorkflowDeadLetter), fmt.Sprintf("%s = '%s'", cdc.SearchState, cdc.StateParked)}
 	if f.table != "" {
@@ -118,7 +121,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "%s %s\n", cmd, id)
 	}
-	fmt.Fprintf(out, "%d parked changes matched\n", len(ids))
+	fmt.Fprintf(out, "%d dead letter groups matched\n", len(ids))
 	return nil
 }
 
@@ -133,7 +136,7 @@ func parseTime(flagName, v string) (time.Time, error) {
 	return t, nil
 }
 
-// parked lists the IDs of the DeadLetter workflows that match query.
+// parked lists the IDs of the DeadLetter workflows (groups) that match query.
 func parked(ctx context.Context, tc client.Client, query string) ([]string, error) {
 	var ids []string
 	var token []byte

@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string) error {
 	w := worker.New(tc, cfg.TaskQueue, worker.Options{MaxConcurrentActivityExecutionSize: cfg.Activities})
 	workflows.Register(w)
 	w.RegisterActivity(&activities.Apply{Applier: apl, Metrics: m})
-	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Metrics: m})
+	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
 	w.RegisterActivity(&activities.Bookkeeping{Pruner: apl, Horizon: cfg.RedeliveryHorizon})

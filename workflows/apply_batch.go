@@ -113,8 +113,11 @@ func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cd
 	if err != nil {
 		return b.summary, err
 	}
-	parked = append(parked, b.failureRecords(ctx, failed)...)
-	return b.summary, b.park(ctx, parked)
+	records, err := b.failureRecords(ctx, events, failed)
+	if err != nil {
+		return b.summary, err
+	}
+	return b.summary, b.park(ctx, append(parked, records...))
 }
 
 // batch is the state of one ApplyBatch run.
@@ -213,7 +216,14 @@ func retryPause(attempt int) time.Duration {
 }
 
 // failureRecords makes a dead letter of every event that failed all its tries.
-func (b *batch) failureRecords(ctx workflow.Context, failed []cdc.FailedEvent) []cdc.DeadLetterRecord {
+func (b *batch) failureRecords(ctx workflow.Context, events event.Batch, failed []cdc.FailedEvent) ([]cdc.DeadLetterRecord, error) {
+	if len(failed) == 0 {
+		return nil, nil
+	}
+	raws, err := elements(events)
+	if err != nil {
+		return nil, err
+	}
 	now := workflow.Now(ctx)
 	out := make([]cdc.DeadLetterRecord, 0, len(failed))
 	for _, f := range failed {
@@ -224,10 +234,23 @@ func (b *batch) failureRecords(ctx workflow.Context, failed []cdc.FailedEvent) [
 		if f.Index < len(b.in.Offsets) {
 			rec.Offset = b.in.Offsets[f.Index]
 		}
-		rec.FirstFailure, rec.LastFailure, rec.Message = b.firstFailure, now, f.Message
+		if f.Index < len(raws) {
+			rec.Message = raws[f.Index]
+		}
+		rec.FirstFailure, rec.LastFailure = b.firstFailure, now
 		out = append(out, rec)
 	}
-	return out
+	return out, nil
+}
+
+// elements returns the encoded events of a batch (decompressing is
+// deterministic).
+func elements(events event.Batch) ([]json.RawMessage, error) {
+	raws, err := events.Elements()
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), string(cdc.ClassInvalidEvent), nil)
+	}
+	return raws, nil
 }
 
 // batchRecords makes a dead letter of every event of a batch that the
@@ -239,9 +262,9 @@ func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.De
 	if b.in.EventCount == 0 {
 		return nil, nil
 	}
-	raws, err := events.Elements()
+	raws, err := elements(events)
 	if err != nil {
-		return nil, temporal.NewNonRetryableApplicationError(err.Error(), string(cdc.ClassInvalidEvent), nil)
+		return nil, err
 	}
 	now := workflow.Now(ctx)
 	out := make([]cdc.DeadLetterRecord, 0, len(raws))
@@ -264,40 +287,62 @@ func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.De
 	return out, nil
 }
 
-// park records each dead letter and starts its DeadLetter workflow, which the
-// batch abandons so that it waits on after the batch completed.
+// park records the dead letters and publishes them in one activity, then
+// starts a DeadLetter workflow per group (the failures on one table with one
+// error class), which the batch abandons so that it waits on after the batch
+// completed. Whatever the number of failures, parking adds a fixed number of
+// events per group to the batch's history.
 func (b *batch) park(ctx workflow.Context, records []cdc.DeadLetterRecord) error {
-	for _, rec := range records {
-		workflow.GetLogger(ctx).Warn("parking change", "id", rec.ID, "error_class", rec.ErrorClass, "error", rec.Error)
-		if err := execute(ctx, nil, deadLetters.Park, rec); err != nil {
-			return fmt.Errorf("park %s: %w", rec.ID, err)
+	if len(records) == 0 {
+		return nil
+	}
+	for i := range records {
+		records[i].Group = cdc.DeadLetterGroupID(b.record.BatchWorkflowID, records[i].Table, records[i].ErrorClass)
+	}
+	workflow.GetLogger(ctx).Warn("parking changes", "changes", len(records), "first", records[0].ID,
+		"error_class", records[0].ErrorClass, "error", records[0].Error)
+	var members []cdc.DeadLetterRecord
+	if err := execute(ctx, &members, deadLetters.Park, records); err != nil {
+		return fmt.Errorf("park %d changes: %w", len(records), err)
+	}
+	var groups []cdc.DeadLetterInput
+	at := map[string]int{}
+	for _, rec := range members {
+		i, ok := at[rec.Group]
+		if !ok {
+			i = len(groups)
+			at[rec.Group] = i
+			groups = append(groups, cdc.DeadLetterInput{Group: rec.Group, Table: rec.Table, ErrorClass: rec.ErrorClass})
 		}
-		if err := startDeadLetter(ctx, rec); err != nil {
+		groups[i].Changes = append(groups[i].Changes, rec)
+	}
+	for _, g := range groups {
+		if err := startDeadLetter(ctx, g); err != nil {
 			return err
 		}
-		b.summary.Failed++
-		b.summary.DeadLetters = append(b.summary.DeadLetters, rec.ID)
+		b.summary.DeadLetters = append(b.summary.DeadLetters, g.Group)
 	}
+	b.summary.Failed += len(records)
 	return nil
 }
 
-func startDeadLetter(ctx workflow.Context, rec cdc.DeadLetterRecord) error {
+func startDeadLetter(ctx workflow.Context, g cdc.DeadLetterInput) error {
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
-		WorkflowID:        rec.ID,
+		WorkflowID:        g.Group,
 		ParentClosePolicy: enumspb.PARENT_CLOSE_POLICY_ABANDON,
 		TypedSearchAttributes: temporal.NewSearchAttributes(
-			searchTable.ValueSet(rec.Table), searchErrorClass.ValueSet(string(rec.ErrorClass)),
+			searchTable.ValueSet(g.Table), searchErrorClass.ValueSet(string(g.ErrorClass)),
 			searchState.ValueSet(string(cdc.StateParked))),
-		Memo: map[string]any{"error": rec.Error, "error_class": rec.ErrorClass, "action_id": rec.ActionID},
+		Memo: map[string]any{"changes": len(g.Changes), "error": g.Changes[0].Error, "first_action_id": g.Changes[0].ActionID},
 	})
-	child := workflow.ExecuteChildWorkflow(cctx, cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: rec})
+	child := workflow.ExecuteChildWorkflow(cctx, cdc.WorkflowDeadLetter, g)
 	var started workflow.Execution
 	if err := child.GetChildWorkflowExecution().Get(ctx, &started); err != nil {
 		var exists *temporal.ChildWorkflowExecutionAlreadyStartedError
 		if errors.As(err, &exists) {
-			return nil // parked before, by an earlier delivery of the same change
+			return nil // started before, by an earlier run of the same batch
 		}
-		return fmt.Errorf("start DeadLetter workflow %s: %w", rec.ID, err)
+		return fmt.Errorf("start DeadLetter workflow %s: %w", g.Group, err)
 	}
 	return nil
 }

@@ -34,11 +34,12 @@ func TestApplyBatchParksPoisonAndSummarizes(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	want := cdc.BatchSummary{Events: 6, Counts: cdc.Counts{Applied: 4, Duplicates: 1}, Failed: 1, DeadLetters: []string{"dlq-t-2-12"}}
+	group := "dlq-default-test-workflow-id-undecodable-InvalidEvent"
+	want := cdc.BatchSummary{Events: 6, Counts: cdc.Counts{Applied: 4, Duplicates: 1}, Failed: 1, DeadLetters: []string{group}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
-	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-t-2-12", Topic: "t", Partition: 2, Offset: 12, ErrorClass: cdc.ClassInvalidEvent,
+	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-t-2-12", Group: group, Topic: "t", Partition: 2, Offset: 12, ErrorClass: cdc.ClassInvalidEvent,
 		Error: "invalid change event: unexpected EOF", Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("{")}}
 	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
 		t.Fatalf("parked (-want +got):\n%s", diff)
@@ -67,7 +68,7 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	parked := parkedRecords(env)
 	events := batchOf(t, 3)
 	failed := cdc.FailedEvent{Index: 1, ActionID: 2, Table: "public.x", ErrorClass: cdc.ClassTableNotAllowed,
-		Error: `table "public.x" is not on the allowlist (CDCFLOW_TABLES)`, Message: []byte(`{"action_id":2}`)}
+		Error: `table "public.x" is not on the allowlist (CDCFLOW_TABLES)`}
 	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
 		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}, Failed: []cdc.FailedEvent{failed}}, nil).Once()
 	// The later tries are of the failed event alone.
@@ -80,13 +81,18 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	want := cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 2}, Failed: 1, DeadLetters: []string{"dlq-2"}}
+	group := "dlq-default-test-workflow-id-public.x-TableNotAllowed"
+	want := cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 2}, Failed: 1, DeadLetters: []string{group}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
-	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-2", ActionID: 2, Topic: "t", Partition: 1, Offset: 6, Table: "public.x",
+	raws, err := events.Elements()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-2", Group: group, ActionID: 2, Topic: "t", Partition: 1, Offset: 6, Table: "public.x",
 		ErrorClass: cdc.ClassTableNotAllowed, Error: failed.Error, Attempts: cdc.DefaultMaxAttempts,
-		BatchWorkflowID: "default-test-workflow-id", Message: failed.Message}}
+		BatchWorkflowID: "default-test-workflow-id", Message: raws[1]}}
 	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
 		t.Fatalf("parked (-want +got):\n%s", diff)
 	}
@@ -122,7 +128,7 @@ func TestApplyBatchAllPoison(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	want := cdc.BatchSummary{Events: 2, Failed: 2, DeadLetters: []string{"dlq-t-0-1", "dlq-t-0-2"}}
+	want := cdc.BatchSummary{Events: 2, Failed: 2, DeadLetters: []string{"dlq-default-test-workflow-id-undecodable-InvalidEvent"}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
@@ -214,7 +220,8 @@ func TestApplyBatchParksAGivenUpBatch(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Failed: 3, DeadLetters: []string{"dlq-t-1-8", "dlq-1", "dlq-2"}}, got); diff != "" {
+	poison, failed := "dlq-default-test-workflow-id-undecodable-InvalidEvent", "dlq-default-test-workflow-id-public.employees-BatchFailed"
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Failed: 3, DeadLetters: []string{poison, failed}}, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
 	raws, err := events.Elements()
@@ -222,11 +229,11 @@ func TestApplyBatchParksAGivenUpBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []cdc.DeadLetterRecord{
-		{ID: "dlq-t-1-8", Topic: "t", Partition: 1, Offset: 8, ErrorClass: cdc.ClassInvalidEvent, Error: "invalid change event",
+		{ID: "dlq-t-1-8", Group: poison, Topic: "t", Partition: 1, Offset: 8, ErrorClass: cdc.ClassInvalidEvent, Error: "invalid change event",
 			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("x")},
-		{ID: "dlq-1", ActionID: 1, Topic: "t", Partition: 1, Offset: 7, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
+		{ID: "dlq-1", Group: failed, ActionID: 1, Topic: "t", Partition: 1, Offset: 7, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
 			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: raws[0]},
-		{ID: "dlq-2", ActionID: 2, Topic: "t", Partition: 1, Offset: 9, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
+		{ID: "dlq-2", Group: failed, ActionID: 2, Topic: "t", Partition: 1, Offset: 9, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
 			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: raws[1]},
 	}
 	if diff := cmp.Diff(want, *parked, ignoreTimes); diff != "" {
@@ -256,7 +263,9 @@ func TestApplyBatchOrderingWindow(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 1}, Failed: 2, DeadLetters: []string{"dlq-2", "dlq-1"}}, got); diff != "" {
+	groups := []string{"dlq-default-test-workflow-id-public.employees-ConstraintViolation",
+		"dlq-default-test-workflow-id-public.employees-ForeignKeyViolation"}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 1}, Failed: 2, DeadLetters: groups}, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
 	// Tries at 0, 1, 3, 7, 15, 31, 63, 123, 183, 243 and 303 s: the 11th is
@@ -277,20 +286,22 @@ func TestParkOutlastsTheLocalBudget(t *testing.T) {
 	env := newEnv(t)
 	env.OnWorkflow(cdc.WorkflowDeadLetter, mock.Anything, mock.Anything).Return(cdc.DeadLetterStatus{State: cdc.StateParked}, nil)
 	var local, regular int
-	env.OnActivity(deadLetters.Park, mock.Anything, mock.Anything).Return(func(ctx context.Context, _ cdc.DeadLetterRecord) error {
-		if activity.GetInfo(ctx).IsLocalActivity {
-			local++
-			return errors.New("kafka: broker not available")
-		}
-		regular++
-		return nil
-	})
+	env.OnActivity(deadLetters.Park, mock.Anything, mock.Anything).Return(
+		func(ctx context.Context, recs []cdc.DeadLetterRecord) ([]cdc.DeadLetterRecord, error) {
+			if activity.GetInfo(ctx).IsLocalActivity {
+				local++
+				return nil, errors.New("kafka: broker not available")
+			}
+			regular++
+			return recs, nil
+		})
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Poison: []cdc.Poison{{Offset: 3, Error: "x"}}}, event.Batch(nil))
 	var got cdc.BatchSummary
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(cdc.BatchSummary{Events: 1, Failed: 1, DeadLetters: []string{"dlq-t-0-3"}}, got); diff != "" {
+	want := cdc.BatchSummary{Events: 1, Failed: 1, DeadLetters: []string{"dlq-default-test-workflow-id-undecodable-InvalidEvent"}}
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
 	if local < 2 || regular != 1 {

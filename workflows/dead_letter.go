@@ -13,22 +13,25 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
-// DeadLetter holds one parked change until a person replays or discards it:
-// by the replay and discard signals, or the replay-corrected update. It
-// answers the status query all along, and returns the final status.
+// DeadLetter holds a group of parked changes (the failures of one batch on
+// one table with one error class) until a person decided each: replayed or
+// discarded, all at once or some by ID, by the replay and discard signals or
+// the replay-corrected update. It answers the status query all along, and
+// returns the final status.
 func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterStatus, error) {
-	d := newDeadLetter(ctx, in.Record)
+	d := newDeadLetter(ctx, in)
 	if err := d.register(ctx); err != nil {
 		return d.status, err
 	}
 	if err := workflow.Await(ctx, d.decided); err != nil {
 		return d.status, err
 	}
-	if err := d.settle(ctx); err != nil {
-		return d.status, err
-	}
 	// Let an update waiting on the decision return before completing.
 	if err := workflow.Await(ctx, func() bool { return workflow.AllHandlersFinished(ctx) }); err != nil {
+		return d.status, err
+	}
+	d.status.State = d.finalState()
+	if err := workflow.UpsertTypedSearchAttributes(ctx, searchState.ValueSet(string(d.status.State))); err != nil {
 		return d.status, err
 	}
 	return d.status, nil
@@ -39,21 +42,37 @@ func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterSta
 // a replay and a discard, never interleave: the second sees what the first
 // decided.
 type deadLetter struct {
-	record  cdc.DeadLetterRecord
-	status  cdc.DeadLetterStatus
-	outcome string // what Settle records: the discard reason, or what the replay did
-	lock    workflow.Mutex
+	status cdc.DeadLetterStatus
+	at     map[string]int // index in status.Changes by ID
+	lock   workflow.Mutex
 }
 
-func newDeadLetter(ctx workflow.Context, rec cdc.DeadLetterRecord) *deadLetter {
-	st := cdc.DeadLetterStatus{DeadLetterRecord: rec, State: cdc.StateParked, Decisions: []cdc.Decision{}}
-	if json.Valid(rec.Message) { //workflowcheck:ignore parsing bytes is deterministic
-		st.Event, st.Message = json.RawMessage(rec.Message), nil
+func newDeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) *deadLetter {
+	st := cdc.DeadLetterStatus{Group: in.Group, Table: in.Table, ErrorClass: in.ErrorClass, State: cdc.StateParked,
+		Parked: len(in.Changes), Changes: make([]cdc.ChangeStatus, len(in.Changes)), Decisions: []cdc.Decision{}}
+	at := make(map[string]int, len(in.Changes))
+	for i, rec := range in.Changes {
+		st.Changes[i] = cdc.ChangeStatus{DeadLetterRecord: rec, State: cdc.StateParked}
+		at[rec.ID] = i
 	}
-	return &deadLetter{record: rec, status: st, lock: workflow.NewMutex(ctx)}
+	return &deadLetter{status: st, at: at, lock: workflow.NewMutex(ctx)}
 }
 
-func (d *deadLetter) decided() bool { return d.status.State != cdc.StateParked }
+func (d *deadLetter) decided() bool { return d.status.Parked == 0 }
+
+// finalState is the group's state once every change is decided.
+func (d *deadLetter) finalState() cdc.State {
+	state := cdc.StateParked
+	for _, c := range d.status.Changes {
+		switch {
+		case state == cdc.StateParked:
+			state = c.State
+		case state != c.State:
+			return cdc.StateDecided
+		}
+	}
+	return state
+}
 
 // register installs the query and update handlers and the signal receivers.
 func (d *deadLetter) register(ctx workflow.Context) error {
@@ -82,136 +101,195 @@ func (d *deadLetter) receive(ctx workflow.Context, name string, handle func(work
 
 func (d *deadLetter) query() (cdc.DeadLetterStatus, error) { return d.status, nil }
 
-// replaySignal replays the change as it was, or with the payload's corrected
-// row image.
+// replaySignal replays changes as they were, or one with the payload's
+// corrected row image.
 func (d *deadLetter) replaySignal(ctx workflow.Context, raw json.RawMessage) {
 	req, err := parseReplay(raw)
-	if err == nil {
-		err = d.checkCorrection(req.After)
-	}
-	d.decide(ctx, err, func() { d.replay(ctx, req) })
-}
-
-// discardSignal gives the change up, for the payload's reason.
-func (d *deadLetter) discardSignal(ctx workflow.Context, raw json.RawMessage) {
-	req, err := parseDiscard(raw)
-	d.decide(ctx, err, func() {
-		d.status.State, d.outcome = cdc.StateDiscarded, req.Reason
-		d.status.Decisions = append(d.status.Decisions, cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, Reason: req.Reason})
+	d.decide(ctx, err, func() error {
+		ids, err := d.replayTargets(req)
+		if err != nil {
+			return err
+		}
+		d.replay(ctx, ids, req.After)
+		return nil
 	})
 }
 
-// decide runs act under the lock, unless the request was malformed (invalid)
-// or the change is decided already: such a request is recorded as rejected.
-func (d *deadLetter) decide(ctx workflow.Context, invalid error, act func()) {
+// discardSignal gives changes up, for the payload's reason.
+func (d *deadLetter) discardSignal(ctx workflow.Context, raw json.RawMessage) {
+	req, err := parseDiscard(raw)
+	d.decide(ctx, err, func() error {
+		ids, err := d.targets(req.IDs)
+		if err != nil {
+			return err
+		}
+		settled := make([]cdc.Settlement, len(ids))
+		for i, id := range ids {
+			settled[i] = cdc.Settlement{ID: id, State: cdc.StateDiscarded, Outcome: req.Reason}
+		}
+		dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, IDs: ids, Reason: req.Reason,
+			Outcome: fmt.Sprintf("%d discarded", len(ids))}
+		if err := d.settle(ctx, settled); err != nil {
+			dec.Outcome, dec.Error = "", err.Error()
+		}
+		d.status.Decisions = append(d.status.Decisions, dec)
+		return nil
+	})
+}
+
+// decide runs act under the lock, unless the request was malformed
+// (invalid): such a request, or one act refuses, is recorded as rejected.
+func (d *deadLetter) decide(ctx workflow.Context, invalid error, act func() error) {
 	if err := d.lock.Lock(ctx); err != nil {
 		return
 	}
 	defer d.lock.Unlock()
-	if invalid == nil && d.decided() {
-		invalid = d.alreadyDecided()
+	if invalid == nil {
+		invalid = act()
 	}
 	if invalid != nil {
-		d.reject(ctx, invalid)
-		return
+		d.status.Decisions = append(d.status.Decisions,
+			cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionRejected, Error: invalid.Error()})
 	}
-	act()
+}
+
+// targets returns the changes a request names, or all still parked when it
+// names none. It refuses an ID that is not in the group or decided already,
+// and a request when nothing is parked.
+func (d *deadLetter) targets(ids []string) ([]string, error) {
+	if len(ids) == 0 {
+		for _, c := range d.status.Changes {
+			if c.State == cdc.StateParked {
+				ids = append(ids, c.ID)
+			}
+		}
+		if len(ids) == 0 {
+			return nil, fmt.Errorf("dead letter group %s is %s already", d.status.Group, d.finalState())
+		}
+		return ids, nil
+	}
+	seen := map[string]bool{}
+	for _, id := range ids {
+		i, ok := d.at[id]
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("ids: %s is not a change of dead letter group %s", id, d.status.Group)
+		case seen[id]:
+			return nil, fmt.Errorf("ids: %s is named twice", id)
+		case d.status.Changes[i].State != cdc.StateParked:
+			return nil, fmt.Errorf("ids: %s is %s already", id, d.status.Changes[i].State)
+		}
+		seen[id] = true
+	}
+	return ids, nil
+}
+
+// replayTargets is targets for a replay: a corrected row image is for one
+// change, whose row it may fix but not move to another key.
+func (d *deadLetter) replayTargets(req cdc.ReplayRequest) ([]string, error) {
+	ids, err := d.targets(req.IDs)
+	if err != nil || req.After == nil {
+		return ids, err
+	}
+	if len(ids) != 1 {
+		return nil, fmt.Errorf(`after: a corrected row image is for one change; name it: {"ids": [%q], "after": {...}}`, ids[0])
+	}
+	c := d.status.Changes[d.at[ids[0]]]
+	if c.Key == nil {
+		return nil, errors.New("after: the parked message is not a change event; it can be discarded, not corrected")
+	}
+	if err := event.KeyDisagreement(c.Key, req.After); err != nil {
+		return nil, fmt.Errorf("after: a replay cannot change the row's key: %v", err)
+	}
+	return ids, nil
 }
 
 // validateReplayCorrected refuses an update before it is accepted: when the
-// change is decided already, or the row image is unusable.
+// change is decided already, or the row image is missing or unusable.
 func (d *deadLetter) validateReplayCorrected(req cdc.ReplayRequest) error {
-	if d.decided() {
-		return d.alreadyDecided()
+	if req.After == nil {
+		return errors.New(`after: replay-corrected needs a corrected row image: {"ids": ["..."], "after": {...}}`)
 	}
 	if err := checkRowImage(req.After); err != nil {
 		return err
 	}
-	return d.checkCorrection(req.After)
+	_, err := d.replayTargets(req)
+	return err
 }
 
-// checkCorrection refuses a corrected row image of another row than the
-// parked change's: a replay may fix a row, not move it to another key.
-// (workflowcheck flags encoding/json; parsing bytes is deterministic.)
-//
-//workflowcheck:ignore
-func (d *deadLetter) checkCorrection(after json.RawMessage) error {
-	if after == nil {
-		return nil
-	}
-	var parked struct {
-		Key json.RawMessage `json:"key"`
-	}
-	if err := json.Unmarshal(d.record.Message, &parked); err != nil || parked.Key == nil {
-		return errors.New("after: the parked message is not a change event; it can be discarded, not corrected")
-	}
-	if err := event.KeyDisagreement(parked.Key, after); err != nil {
-		return fmt.Errorf("after: a replay cannot change the row's key: %v", err)
-	}
-	return nil
-}
-
-// replayCorrected replays with a corrected row image and returns the status
-// after the attempt.
+// replayCorrected replays one change with a corrected row image and returns
+// the status after the attempt.
 func (d *deadLetter) replayCorrected(ctx workflow.Context, req cdc.ReplayRequest) (cdc.DeadLetterStatus, error) {
 	if err := d.lock.Lock(ctx); err != nil {
 		return d.status, err
 	}
 	defer d.lock.Unlock()
 	// A replay by signal may have decided the change since validation.
-	if d.decided() {
-		return d.status, d.alreadyDecided()
+	ids, err := d.replayTargets(req)
+	if err != nil {
+		return d.status, err
 	}
-	d.replay(ctx, req)
+	d.replay(ctx, ids, req.After)
 	return d.status, nil
 }
 
-// replay applies the parked change once more and records what happened: a
-// failure keeps it parked, with the new error.
-func (d *deadLetter) replay(ctx workflow.Context, req cdc.ReplayRequest) {
-	dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionReplay, Corrected: req.After != nil}
-	var counts cdc.Counts
-	err := execute(ctx, &counts, apply.ReplayChange, cdc.ReplayInput{Message: d.record.Message, After: req.After})
-	if err != nil {
+// replay applies the changes ids once more and records what happened: a
+// change that fails again stays parked, with its new error.
+func (d *deadLetter) replay(ctx workflow.Context, ids []string, after json.RawMessage) {
+	dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionReplay, IDs: ids, Corrected: after != nil}
+	var results []cdc.ReplayResult
+	if err := execute(ctx, &results, deadLetters.ReplayChanges, cdc.ReplayInput{IDs: ids, After: after}); err != nil {
 		dec.Error = err.Error()
 		var appErr *temporal.ApplicationError
 		if errors.As(err, &appErr) {
 			dec.Error = appErr.Message()
-			d.status.ErrorClass = cdc.ErrorClass(appErr.Type())
 		}
-		d.status.Error, d.status.LastFailure = dec.Error, workflow.Now(ctx)
-		d.status.Attempts++
 		d.status.Decisions = append(d.status.Decisions, dec)
 		return
 	}
-	switch {
-	case counts.Applied > 0:
-		dec.Outcome = "applied"
-	case counts.Superseded > 0:
-		dec.Outcome = "superseded: the row already holds a newer change"
-	default:
-		dec.Outcome = "duplicate: the change was applied before"
+	var settled []cdc.Settlement
+	var failed int
+	for _, r := range results {
+		i, ok := d.at[r.ID]
+		if !ok {
+			continue
+		}
+		c := &d.status.Changes[i]
+		if r.Error != "" {
+			c.ErrorClass, c.Error, c.LastFailure = r.ErrorClass, r.Error, workflow.Now(ctx)
+			c.Attempts++
+			failed++
+			if len(ids) == 1 {
+				dec.Error = r.Error
+			}
+			continue
+		}
+		settled = append(settled, cdc.Settlement{ID: r.ID, State: cdc.StateReplayed, Outcome: r.Outcome})
+		dec.Outcome = r.Outcome
 	}
-	d.status.State, d.outcome = cdc.StateReplayed, dec.Outcome
+	if len(ids) > 1 {
+		dec.Outcome = fmt.Sprintf("%d replayed, %d failed again", len(settled), failed)
+	}
+	if err := d.settle(ctx, settled); err != nil {
+		dec.Error = err.Error()
+	}
 	d.status.Decisions = append(d.status.Decisions, dec)
 }
 
-func (d *deadLetter) reject(ctx workflow.Context, err error) {
-	d.status.Decisions = append(d.status.Decisions, cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionRejected, Error: err.Error()})
-}
-
-func (d *deadLetter) alreadyDecided() error {
-	return fmt.Errorf("dead letter %s is %s already", d.record.ID, d.status.State)
-}
-
-// settle records the decision in the dead_letters table and the search
-// attributes.
-func (d *deadLetter) settle(ctx workflow.Context) error {
-	s := cdc.Settlement{ID: d.record.ID, State: d.status.State, Outcome: d.outcome}
-	if err := execute(ctx, nil, deadLetters.Settle, s); err != nil {
+// settle records decisions in the dead_letters table, then in the state.
+func (d *deadLetter) settle(ctx workflow.Context, settled []cdc.Settlement) error {
+	if len(settled) == 0 {
+		return nil
+	}
+	if err := execute(ctx, nil, deadLetters.Settle, settled); err != nil {
 		return err
 	}
-	return workflow.UpsertTypedSearchAttributes(ctx, searchState.ValueSet(string(d.status.State)))
+	for _, s := range settled {
+		c := &d.status.Changes[d.at[s.ID]]
+		c.State, c.Outcome = s.State, s.Outcome
+		d.status.Parked--
+	}
+	return nil
 }
 
 func parseReplay(raw json.RawMessage) (cdc.ReplayRequest, error) {
@@ -220,7 +298,7 @@ func parseReplay(raw json.RawMessage) (cdc.ReplayRequest, error) {
 		return req, nil
 	}
 	if err := strictJSON(raw, &req); err != nil {
-		return req, fmt.Errorf("replay payload: want {} or {\"after\": {...}}: %v", err)
+		return req, fmt.Errorf(`replay payload: want {}, {"ids": [...]} or {"ids": ["..."], "after": {...}}: %v`, err)
 	}
 	return req, checkRowImage(req.After)
 }
@@ -228,10 +306,10 @@ func parseReplay(raw json.RawMessage) (cdc.ReplayRequest, error) {
 func parseDiscard(raw json.RawMessage) (cdc.DiscardRequest, error) {
 	var req cdc.DiscardRequest
 	if err := strictJSON(raw, &req); err != nil {
-		return req, fmt.Errorf("discard payload: want {\"reason\": \"...\"}: %v", err)
+		return req, fmt.Errorf(`discard payload: want {"reason": "...", "ids": [...]}: %v`, err)
 	}
 	if strings.TrimSpace(req.Reason) == "" {
-		return req, errors.New(`discard payload: a reason is required: {"reason": "..."}`)
+		return req, errors.New(`discard payload: a reason is required: {"reason": "...", "ids": [...]}`)
 	}
 	return req, nil
 }

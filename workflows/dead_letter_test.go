@@ -2,25 +2,53 @@ package workflows
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/mock"
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
-var parkedRecord = cdc.DeadLetterRecord{ID: "dlq-7", ActionID: 7, Topic: "t", Partition: 1, Offset: 42,
-	Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check constraint", Attempts: 3,
-	Message: []byte(`{"action_id":7,"table":"public.employees","op":"insert","key":{"emp_id":1},"after":{"emp_id":1,"salary":-1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`)}
+// parkedChange is change 7 of a group, as the Park activity returns it:
+// with its key, without its message.
+func parkedChange(actionID int64) cdc.DeadLetterRecord {
+	return cdc.DeadLetterRecord{ID: cdc.DeadLetterID(actionID), Group: "dlq-b", ActionID: actionID, Topic: "t", Partition: 1,
+		Offset: 40 + actionID, Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check constraint",
+		Attempts: 3, Key: json.RawMessage(fmt.Sprintf(`{"emp_id":%d}`, actionID))}
+}
 
-// replayInput is what ReplayChange gets for a replay of parkedRecord.
-func replayInput(after string) cdc.ReplayInput {
-	in := cdc.ReplayInput{Message: parkedRecord.Message}
+// group is the input of a DeadLetter workflow holding the changes actionIDs.
+func group(actionIDs ...int64) cdc.DeadLetterInput {
+	in := cdc.DeadLetterInput{Group: "dlq-b", Table: "public.employees", ErrorClass: cdc.ClassConstraint}
+	for _, id := range actionIDs {
+		in.Changes = append(in.Changes, parkedChange(id))
+	}
+	return in
+}
+
+// status is the status of group(actionIDs...) with the changes' states and
+// outcomes as given (in the same order), after decisions.
+func status(in cdc.DeadLetterInput, state cdc.State, changes []cdc.ChangeStatus, decisions []cdc.Decision) cdc.DeadLetterStatus {
+	st := cdc.DeadLetterStatus{Group: in.Group, Table: in.Table, ErrorClass: in.ErrorClass, State: state, Changes: changes, Decisions: decisions}
+	for _, c := range changes {
+		if c.State == cdc.StateParked {
+			st.Parked++
+		}
+	}
+	return st
+}
+
+func change(actionID int64, state cdc.State, outcome string) cdc.ChangeStatus {
+	return cdc.ChangeStatus{DeadLetterRecord: parkedChange(actionID), State: state, Outcome: outcome}
+}
+
+func replayOf(after string, ids ...string) cdc.ReplayInput {
+	in := cdc.ReplayInput{IDs: ids}
 	if after != "" {
 		in.After = json.RawMessage(after)
 	}
@@ -31,26 +59,34 @@ func signal(env *testsuite.TestWorkflowEnvironment, at time.Duration, name strin
 	env.RegisterDelayedCallback(func() { env.SignalWorkflow(name, payload) }, at)
 }
 
-// expectSettle expects the decision to be recorded once, as want.
-func expectSettle(env *testsuite.TestWorkflowEnvironment, want cdc.Settlement) {
+// expectSettle expects the decisions to be recorded once, as want.
+func expectSettle(env *testsuite.TestWorkflowEnvironment, want ...cdc.Settlement) {
 	env.OnActivity(deadLetters.Settle, mock.Anything, want).Return(nil).Once()
 }
 
-// decisions returns the decisions of st without their times.
-func decisions(st cdc.DeadLetterStatus) []cdc.Decision {
-	out := make([]cdc.Decision, len(st.Decisions))
+// withoutTimes leaves the workflow clock out of st.
+func withoutTimes(st cdc.DeadLetterStatus) cdc.DeadLetterStatus {
+	decisions := make([]cdc.Decision, len(st.Decisions))
 	for i, d := range st.Decisions {
 		d.At = time.Time{}
-		out[i] = d
+		decisions[i] = d
 	}
-	return out
+	st.Decisions = decisions
+	changes := make([]cdc.ChangeStatus, len(st.Changes))
+	for i, c := range st.Changes {
+		c.LastFailure = time.Time{}
+		changes[i] = c
+	}
+	st.Changes = changes
+	return st
 }
 
 func TestDeadLetterReplayFailsThenSucceeds(t *testing.T) {
 	env := newEnv(t)
-	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).
-		Return(cdc.Counts{}, temporal.NewNonRetryableApplicationError("still violates", string(cdc.ClassConstraint), nil)).Once()
-	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).Return(cdc.Counts{Applied: 1}, nil).Once()
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf("", "dlq-7")).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", ErrorClass: cdc.ClassConstraint, Error: "still violates"}}, nil).Once()
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf("", "dlq-7")).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", Outcome: "applied"}}, nil).Once()
 	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Outcome: "applied"})
 	var mid cdc.DeadLetterStatus
 	signal(env, time.Minute, cdc.SignalReplay, nil)
@@ -64,31 +100,70 @@ func TestDeadLetterReplayFailsThenSucceeds(t *testing.T) {
 		}
 	}, 2*time.Minute)
 	signal(env, 3*time.Minute, cdc.SignalReplay, map[string]any{})
-	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	in := group(7)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
 	var final cdc.DeadLetterStatus
 	if err := env.GetWorkflowResult(&final); err != nil {
 		t.Fatal(err)
 	}
 
-	failedReplay := cdc.Decision{Action: cdc.ActionReplay, Error: "still violates"}
-	wantMid := cdc.DeadLetterStatus{DeadLetterRecord: parkedRecord, State: cdc.StateParked, Event: json.RawMessage(parkedRecord.Message),
-		Decisions: []cdc.Decision{failedReplay}}
-	wantMid.Message, wantMid.Attempts, wantMid.Error = nil, 4, "still violates"
-	wantMid.LastFailure = mid.LastFailure
-	if diff := cmp.Diff(wantMid, withoutDecisionTimes(mid)); diff != "" {
+	failedReplay := cdc.Decision{Action: cdc.ActionReplay, IDs: []string{"dlq-7"}, Error: "still violates"}
+	failedAgain := change(7, cdc.StateParked, "")
+	failedAgain.Attempts, failedAgain.Error = 4, "still violates"
+	wantMid := status(in, cdc.StateParked, []cdc.ChangeStatus{failedAgain}, []cdc.Decision{failedReplay})
+	if diff := cmp.Diff(wantMid, withoutTimes(mid)); diff != "" {
 		t.Fatalf("status after the failed replay (-want +got):\n%s", diff)
 	}
-	wantFinal := wantMid
-	wantFinal.State = cdc.StateReplayed
-	wantFinal.Decisions = []cdc.Decision{failedReplay, {Action: cdc.ActionReplay, Outcome: "applied"}}
-	if diff := cmp.Diff(wantFinal, withoutDecisionTimes(final)); diff != "" {
+	replayed := failedAgain
+	replayed.State, replayed.Outcome = cdc.StateReplayed, "applied"
+	wantFinal := status(in, cdc.StateReplayed, []cdc.ChangeStatus{replayed},
+		[]cdc.Decision{failedReplay, {Action: cdc.ActionReplay, IDs: []string{"dlq-7"}, Outcome: "applied"}})
+	if diff := cmp.Diff(wantFinal, withoutTimes(final)); diff != "" {
 		t.Fatalf("final status (-want +got):\n%s", diff)
 	}
 }
 
-func withoutDecisionTimes(st cdc.DeadLetterStatus) cdc.DeadLetterStatus {
-	st.Decisions = decisions(st)
-	return st
+// TestDeadLetterGroupDecidedInParts: a group of three is replayed at once
+// (one change fails again), then that one is corrected by update, and the
+// group closes as decided when the last is discarded by ID.
+func TestDeadLetterGroupDecidedInParts(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf("", "dlq-7", "dlq-8", "dlq-9")).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", Outcome: "replayed with 1 others"}, {ID: "dlq-8", ErrorClass: cdc.ClassConstraint, Error: "still violates"},
+			{ID: "dlq-9", Outcome: "replayed with 1 others"}}, nil).Once()
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Outcome: "replayed with 1 others"},
+		cdc.Settlement{ID: "dlq-9", State: cdc.StateReplayed, Outcome: "replayed with 1 others"})
+	signal(env, time.Minute, cdc.SignalReplay, nil)
+	var rejected error
+	env.RegisterDelayedCallback(func() {
+		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "decided", &testsuite.TestUpdateCallback{
+			OnReject: func(err error) { rejected = err }, OnAccept: func() {}, OnComplete: func(any, error) {},
+		}, cdc.ReplayRequest{IDs: []string{"dlq-7"}, After: json.RawMessage(`{"emp_id":7,"salary":10}`)})
+	}, 2*time.Minute)
+	signal(env, 3*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed", IDs: []string{"dlq-8", "dlq-10"}})
+	signal(env, 4*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed", IDs: []string{"dlq-8"}})
+	expectSettle(env, cdc.Settlement{ID: "dlq-8", State: cdc.StateDiscarded, Outcome: "not needed"})
+	in := group(7, 8, 9)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
+	var st cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&st); err != nil {
+		t.Fatal(err)
+	}
+	if rejected == nil || rejected.Error() != "ids: dlq-7 is replayed already" {
+		t.Fatalf("correcting a replayed change: %v, want refused", rejected)
+	}
+	eight := change(8, cdc.StateDiscarded, "not needed")
+	eight.Attempts, eight.Error = 4, "still violates"
+	want := status(in, cdc.StateDecided, []cdc.ChangeStatus{
+		change(7, cdc.StateReplayed, "replayed with 1 others"), eight, change(9, cdc.StateReplayed, "replayed with 1 others"),
+	}, []cdc.Decision{
+		{Action: cdc.ActionReplay, IDs: []string{"dlq-7", "dlq-8", "dlq-9"}, Outcome: "2 replayed, 1 failed again"},
+		{Action: cdc.ActionRejected, Error: "ids: dlq-10 is not a change of dead letter group dlq-b"},
+		{Action: cdc.ActionDiscard, IDs: []string{"dlq-8"}, Reason: "not needed", Outcome: "1 discarded"},
+	})
+	if diff := cmp.Diff(want, withoutTimes(st)); diff != "" {
+		t.Fatalf("status (-want +got):\n%s", diff)
+	}
 }
 
 func TestDeadLetterRejectsMalformedSignals(t *testing.T) {
@@ -98,27 +173,34 @@ func TestDeadLetterRejectsMalformedSignals(t *testing.T) {
 	signal(env, 2*time.Minute, cdc.SignalReplay, map[string]any{"after": []int{1}})
 	signal(env, 3*time.Minute, cdc.SignalDiscard, map[string]any{})
 	signal(env, 4*time.Minute, cdc.SignalDiscard, map[string]any{"reason": "  "})
-	signal(env, 5*time.Minute, cdc.SignalDiscard, map[string]any{"reason": "test data, not needed"})
-	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	signal(env, 5*time.Minute, cdc.SignalReplay, map[string]any{"ids": []string{"dlq-7", "dlq-7"}})
+	signal(env, 6*time.Minute, cdc.SignalReplay, map[string]any{"id": "dlq-7"})
+	signal(env, 7*time.Minute, cdc.SignalDiscard, map[string]any{"reason": "test data, not needed"})
+	in := group(7)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
 	var st cdc.DeadLetterStatus
 	if err := env.GetWorkflowResult(&st); err != nil {
 		t.Fatal(err)
 	}
 	want := []cdc.Decision{
-		{Action: cdc.ActionRejected, Error: `replay payload: want {} or {"after": {...}}: json: cannot unmarshal string into Go value of type cdc.ReplayRequest`},
+		{Action: cdc.ActionRejected, Error: `replay payload: want {}, {"ids": [...]} or {"ids": ["..."], "after": {...}}: json: cannot unmarshal string into Go value of type cdc.ReplayRequest`},
 		{Action: cdc.ActionRejected, Error: "after: want a JSON object of column values"},
-		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "..."}`},
-		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "..."}`},
-		{Action: cdc.ActionDiscard, Reason: "test data, not needed"},
+		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "...", "ids": [...]}`},
+		{Action: cdc.ActionRejected, Error: `discard payload: a reason is required: {"reason": "...", "ids": [...]}`},
+		{Action: cdc.ActionRejected, Error: "ids: dlq-7 is named twice"},
+		{Action: cdc.ActionRejected, Error: `replay payload: want {}, {"ids": [...]} or {"ids": ["..."], "after": {...}}: json: unknown field "id"`},
+		{Action: cdc.ActionDiscard, IDs: []string{"dlq-7"}, Reason: "test data, not needed", Outcome: "1 discarded"},
 	}
-	if diff := cmp.Diff(parkedStatus(cdc.StateDiscarded, want), withoutDecisionTimes(st)); diff != "" {
+	wantSt := status(in, cdc.StateDiscarded, []cdc.ChangeStatus{change(7, cdc.StateDiscarded, "test data, not needed")}, want)
+	if diff := cmp.Diff(wantSt, withoutTimes(st)); diff != "" {
 		t.Fatalf("status (-want +got):\n%s", diff)
 	}
 }
 
 func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
 	env := newEnv(t)
-	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput(`{"emp_id":1,"salary":10}`)).Return(cdc.Counts{Applied: 1}, nil).Once()
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf(`{"emp_id":7,"salary":10}`, "dlq-7")).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", Outcome: "applied"}}, nil).Once()
 	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Outcome: "applied"})
 	var rejected, accepted error
 	var result cdc.DeadLetterStatus
@@ -138,9 +220,10 @@ func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
 					result = v.(cdc.DeadLetterStatus)
 				}
 			},
-		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":1,"salary":10}`)})
+		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":7,"salary":10}`)}) // the group's one change
 	}, 2*time.Minute)
-	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	in := group(7)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatal(err)
 	}
@@ -150,8 +233,9 @@ func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
 	if accepted != nil {
 		t.Fatalf("valid update rejected: %v", accepted)
 	}
-	want := parkedStatus(cdc.StateReplayed, []cdc.Decision{{Action: cdc.ActionReplay, Corrected: true, Outcome: "applied"}})
-	if diff := cmp.Diff(want, withoutDecisionTimes(result)); diff != "" {
+	want := status(in, cdc.StateParked, []cdc.ChangeStatus{change(7, cdc.StateReplayed, "applied")},
+		[]cdc.Decision{{Action: cdc.ActionReplay, IDs: []string{"dlq-7"}, Corrected: true, Outcome: "applied"}})
+	if diff := cmp.Diff(want, withoutTimes(result)); diff != "" {
 		t.Fatalf("update result (-want +got):\n%s", diff)
 	}
 }
@@ -161,7 +245,8 @@ func TestDeadLetterCorrectedReplayByUpdate(t *testing.T) {
 // is refused; the workflow completes.
 func TestDeadLetterReplaySignalRacesUpdate(t *testing.T) {
 	env := newEnv(t)
-	env.OnActivity(apply.ReplayChange, mock.Anything, replayInput("")).After(time.Second).Return(cdc.Counts{Applied: 1}, nil).Once()
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf("", "dlq-7")).After(time.Second).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", Outcome: "applied"}}, nil).Once()
 	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Outcome: "applied"})
 	var updateErr error
 	completed := false
@@ -171,59 +256,60 @@ func TestDeadLetterReplaySignalRacesUpdate(t *testing.T) {
 			OnReject:   func(err error) { updateErr = err },
 			OnAccept:   func() {},
 			OnComplete: func(_ any, err error) { completed, updateErr = true, err },
-		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":1,"salary":10}`)})
+		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":7,"salary":10}`)})
 	}, time.Minute)
-	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	in := group(7)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
 	var st cdc.DeadLetterStatus
 	if err := env.GetWorkflowResult(&st); err != nil {
 		t.Fatal(err)
 	}
-	if !completed || updateErr == nil || updateErr.Error() != "dead letter dlq-7 is replayed already" {
+	if !completed || updateErr == nil || updateErr.Error() != "dead letter group dlq-b is replayed already" {
 		t.Fatalf("update completed %v with %v, want refused as replayed already", completed, updateErr)
 	}
-	want := parkedStatus(cdc.StateReplayed, []cdc.Decision{{Action: cdc.ActionReplay, Outcome: "applied"}})
-	if diff := cmp.Diff(want, withoutDecisionTimes(st)); diff != "" {
+	want := status(in, cdc.StateReplayed, []cdc.ChangeStatus{change(7, cdc.StateReplayed, "applied")},
+		[]cdc.Decision{{Action: cdc.ActionReplay, IDs: []string{"dlq-7"}, Outcome: "applied"}})
+	if diff := cmp.Diff(want, withoutTimes(st)); diff != "" {
 		t.Fatalf("status (-want +got):\n%s", diff)
 	}
 }
 
-// parkedStatus is the status of parkedRecord in state, after decisions.
-func parkedStatus(state cdc.State, decisions []cdc.Decision) cdc.DeadLetterStatus {
-	st := cdc.DeadLetterStatus{DeadLetterRecord: parkedRecord, State: state, Event: json.RawMessage(parkedRecord.Message), Decisions: decisions}
-	st.Message = nil
-	return st
-}
-
 // TestDeadLetterRefusesKeyChanges: a corrected image of another row is
 // refused, by update before it is accepted and by signal as a rejected
-// request; the change stays parked.
+// request; so is a corrected image without naming which of several changes
+// it corrects. The changes stay parked.
 func TestDeadLetterRefusesKeyChanges(t *testing.T) {
 	env := newEnv(t)
-	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "not needed"})
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "not needed"},
+		cdc.Settlement{ID: "dlq-8", State: cdc.StateDiscarded, Outcome: "not needed"})
 	var rejected error
 	env.RegisterDelayedCallback(func() {
 		env.UpdateWorkflow(cdc.UpdateReplayCorrected, "other-row", &testsuite.TestUpdateCallback{
 			OnReject:   func(err error) { rejected = err },
 			OnAccept:   func() {},
 			OnComplete: func(any, error) {},
-		}, cdc.ReplayRequest{After: json.RawMessage(`{"emp_id":999,"salary":10}`)})
+		}, cdc.ReplayRequest{IDs: []string{"dlq-7"}, After: json.RawMessage(`{"emp_id":999,"salary":10}`)})
 	}, time.Minute)
-	signal(env, 2*time.Minute, cdc.SignalReplay, map[string]any{"after": map[string]any{"salary": 10}})
-	signal(env, 3*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed"})
-	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: parkedRecord})
+	signal(env, 2*time.Minute, cdc.SignalReplay, map[string]any{"ids": []string{"dlq-7"}, "after": map[string]any{"salary": 10}})
+	signal(env, 3*time.Minute, cdc.SignalReplay, map[string]any{"after": map[string]any{"emp_id": 7}})
+	signal(env, 4*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed"})
+	in := group(7, 8)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
 	var st cdc.DeadLetterStatus
 	if err := env.GetWorkflowResult(&st); err != nil {
 		t.Fatal(err)
 	}
-	const wantRejected = "after: a replay cannot change the row's key: after has emp_id = 999, the key has 1"
+	const wantRejected = "after: a replay cannot change the row's key: after has emp_id = 999, the key has 7"
 	if rejected == nil || rejected.Error() != wantRejected {
 		t.Fatalf("update with another row's image: %v, want %q", rejected, wantRejected)
 	}
-	want := parkedStatus(cdc.StateDiscarded, []cdc.Decision{
-		{Action: cdc.ActionRejected, Error: `after: a replay cannot change the row's key: after lacks key column "emp_id"`},
-		{Action: cdc.ActionDiscard, Reason: "not needed"},
-	})
-	if diff := cmp.Diff(want, withoutDecisionTimes(st)); diff != "" {
+	want := status(in, cdc.StateDiscarded, []cdc.ChangeStatus{change(7, cdc.StateDiscarded, "not needed"), change(8, cdc.StateDiscarded, "not needed")},
+		[]cdc.Decision{
+			{Action: cdc.ActionRejected, Error: `after: a replay cannot change the row's key: after lacks key column "emp_id"`},
+			{Action: cdc.ActionRejected, Error: `after: a corrected row image is for one change; name it: {"ids": ["dlq-7"], "after": {...}}`},
+			{Action: cdc.ActionDiscard, IDs: []string{"dlq-7", "dlq-8"}, Reason: "not needed", Outcome: "2 discarded"},
+		})
+	if diff := cmp.Diff(want, withoutTimes(st)); diff != "" {
 		t.Fatalf("status (-want +got):\n%s", diff)
 	}
 }

@@ -37,7 +37,15 @@ func newEnv(t *testing.T) *testsuite.TestWorkflowEnvironment {
 func parkedRecords(env *testsuite.TestWorkflowEnvironment) *[]cdc.DeadLetterRecord {
 	var parked []cdc.DeadLetterRecord
 	env.OnActivity(deadLetters.Park, mock.Anything, mock.Anything).Return(
-		func(_ context.Context, rec cdc.DeadLetterRecord) error { parked = append(parked, rec); return nil }).Maybe()
+		func(_ context.Context, recs []cdc.DeadLetterRecord) ([]cdc.DeadLetterRecord, error) {
+			parked = append(parked, recs...)
+			members := make([]cdc.DeadLetterRecord, len(recs))
+			for i, rec := range recs {
+				rec.Message = nil
+				members[i] = rec
+			}
+			return members, nil
+		}).Maybe()
 	env.OnWorkflow(cdc.WorkflowDeadLetter, mock.Anything, mock.Anything).Return(cdc.DeadLetterStatus{State: cdc.StateParked}, nil).Maybe()
 	return &parked
 }

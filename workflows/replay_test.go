@@ -72,7 +72,7 @@ func TestRecordHistories(t *testing.T) {
 	brokers, _ := testenv.NewKafka(t, map[string]int32{"record_dlq": 1})
 	dlq := kafkax.NewWriter(brokers, "record_dlq", kafkax.WriterOptions{})
 	defer dlq.Close()
-	deadLetters := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq}
+	deadLetters := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Applier: apl}
 	w := worker.New(c, queue, worker.Options{})
 	Register(w)
 	w.RegisterActivity(&activities.Apply{Applier: apl})
@@ -134,22 +134,28 @@ func TestRecordHistories(t *testing.T) {
 	}
 	save(t, c, outageID, "apply_batch_outage.json")
 
-	// A parked change replayed by signal after a malformed request.
-	start := func(id string, actionID int64) client.WorkflowRun {
-		rec := cdc.DeadLetterRecord{ID: id, ActionID: actionID, Topic: in.Topic, Offset: actionID, Table: demo.Table,
-			ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3,
-			Message: encode(t, demo.Event(actionID, event.OpInsert, demo.Employee{EmpID: int(actionID), DOB: "1990-01-01", Salary: 1}))}
-		if err := deadLetters.Park(ctx, rec); err != nil {
+	// A group of two parked changes replayed by signal after a malformed
+	// request.
+	start := func(id string, actionIDs ...int64) client.WorkflowRun {
+		var recs []cdc.DeadLetterRecord
+		for _, actionID := range actionIDs {
+			recs = append(recs, cdc.DeadLetterRecord{ID: cdc.DeadLetterID(actionID), Group: id, ActionID: actionID, Topic: in.Topic,
+				Offset: actionID, Table: demo.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3,
+				Message: encode(t, demo.Event(actionID, event.OpInsert, demo.Employee{EmpID: int(actionID), DOB: "1990-01-01", Salary: 1}))})
+		}
+		members, err := deadLetters.Park(ctx, recs)
+		if err != nil {
 			t.Fatal(err)
 		}
-		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, cdc.WorkflowDeadLetter, cdc.DeadLetterInput{Record: rec})
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: id, TaskQueue: queue}, cdc.WorkflowDeadLetter,
+			cdc.DeadLetterInput{Group: id, Table: demo.Table, ErrorClass: cdc.ClassConstraint, Changes: members})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return run
 	}
 	replayID := "dlq-replay-" + suffix
-	replayed := start(replayID, 7)
+	replayed := start(replayID, 6, 7)
 	signal := func(id, name string, arg any) {
 		if err := c.SignalWorkflow(ctx, id, "", name, arg); err != nil {
 			t.Fatal(err)

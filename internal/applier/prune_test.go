@@ -43,9 +43,9 @@ func TestPrune(t *testing.T) {
 	}
 	round(keys(1, 100), keys(1, 50), 3*time.Hour)         // old: 150 records, 50 tombstones
 	round(keys(101, 150), keys(101, 120), 90*time.Minute) // past the horizon, but after the parked change failed
-	d.exec(t, `INSERT INTO cdcflow.dead_letters (id, topic, kafka_partition, kafka_offset, error_class, error, attempts,
+	d.exec(t, `INSERT INTO cdcflow.dead_letters (id, group_id, topic, kafka_partition, kafka_offset, error_class, error, attempts,
 		first_failed_at, last_failed_at, batch_workflow_id, batch_run_id, message)
-		VALUES ('dlq-x', 't', 0, 0, 'ConstraintViolation', 'e', 3, now() - interval '2 hours', now(), 'b', 'r', '')`)
+		VALUES ('dlq-x', 'g', 't', 0, 0, 'ConstraintViolation', 'e', 3, now() - interval '2 hours', now(), 'b', 'r', '')`)
 	round(keys(200, 210), nil, 0) // recent
 
 	report, err := d.apl.Prune(ctx, time.Hour)

@@ -7,6 +7,7 @@
 package cdc
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -104,7 +105,8 @@ type BatchSummary struct {
 	Counts
 	// Failed counts messages that were not applied: each is dead-lettered.
 	Failed int `json:"failed"`
-	// DeadLetters are the IDs of the DeadLetter workflows of failed messages.
+	// DeadLetters are the IDs of the DeadLetter workflows (groups) of failed
+	// messages.
 	DeadLetters []string `json:"dead_letters,omitempty"`
 }
 
@@ -124,15 +126,15 @@ type FailedEvent struct {
 	Error      string     `json:"error"`
 	// Attempts is how often the event was tried, once it was given up.
 	Attempts int `json:"attempts,omitempty"`
-	// Message is the encoded event, as it came in the batch.
-	Message []byte `json:"message,omitempty"`
 }
 
 // DeadLetterRecord is one parked change and why it was parked: a row of the
 // dead_letters table, a record of the DLQ topic (Message as the value, the
-// rest as headers), and the input of its DeadLetter workflow.
+// rest as headers), and, without its message, a change of its group's
+// DeadLetter workflow.
 type DeadLetterRecord struct {
-	ID              string     `json:"id"` // also the DeadLetter workflow's ID
+	ID              string     `json:"id"`
+	Group           string     `json:"group"` // the DeadLetter workflow that holds it
 	ActionID        int64      `json:"action_id,omitempty"`
 	Topic           string     `json:"topic"`
 	Partition       int        `json:"partition"`
@@ -145,13 +147,15 @@ type DeadLetterRecord struct {
 	LastFailure     time.Time  `json:"last_failure"`
 	BatchWorkflowID string     `json:"batch_workflow_id"`
 	BatchRunID      string     `json:"batch_run_id"`
+	// Key is the changed row's key, for checking a corrected row image.
+	Key json.RawMessage `json:"key,omitempty"`
 	// Message is the Kafka message value as received: the change event, or
-	// for an undecodable message the bytes kept of it.
-	Message []byte `json:"message"`
+	// for an undecodable message the bytes kept of it. It is left out of the
+	// DeadLetter workflow's input.
+	Message []byte `json:"message,omitempty"`
 }
 
-// DeadLetterID is the ID of the dead letter (and its DeadLetter workflow) of
-// the change with actionID.
+// DeadLetterID is the ID of the dead letter of the change with actionID.
 func DeadLetterID(actionID int64) string { return fmt.Sprintf("dlq-%d", actionID) }
 
 // PoisonDeadLetterID is the ID of the dead letter of an undecodable message,

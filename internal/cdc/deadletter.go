@@ -2,18 +2,25 @@ package cdc
 
 import (
 	"encoding/json"
+	"fmt"
 	"time"
 )
 
+// Changes that fail in a batch are parked in groups: the failures of one
+// batch on one table with one error class are one DeadLetter workflow, which
+// holds them until a person decided each, all at once or some by ID. A storm
+// of failures (every change of a busy table, after a destination column was
+// dropped) thus costs a workflow per batch, not per change.
+
 // Signals, the update and the query of the DeadLetter workflow: how a person
-// decides what becomes of a parked change.
+// decides what becomes of parked changes.
 const (
-	// SignalReplay re-applies the parked change; its optional payload is a
-	// ReplayRequest.
+	// SignalReplay re-applies parked changes; its optional payload is a
+	// ReplayRequest (none: every change of the group still parked).
 	SignalReplay = "replay"
-	// SignalDiscard gives the change up; its payload is a DiscardRequest.
+	// SignalDiscard gives changes up; its payload is a DiscardRequest.
 	SignalDiscard = "discard"
-	// UpdateReplayCorrected replays with a corrected row image (a
+	// UpdateReplayCorrected replays one change with a corrected row image (a
 	// ReplayRequest with After), validated before it is accepted, and
 	// returns the DeadLetterStatus after the attempt.
 	UpdateReplayCorrected = "replay-corrected"
@@ -21,20 +28,39 @@ const (
 	QueryStatus = "status"
 )
 
-// ReplayRequest is the payload of a replay: empty to apply the change as it
-// was, or with After, a complete corrected row image.
+// ReplayRequest is the payload of a replay. IDs names the changes of the
+// group to replay (none: all still parked). After is a complete corrected row
+// image for the one change named (it may be left out when one change is
+// parked in the group).
 type ReplayRequest struct {
+	IDs   []string        `json:"ids,omitempty"`
 	After json.RawMessage `json:"after,omitempty"`
 }
 
-// DiscardRequest is the payload of a discard.
+// DiscardRequest is the payload of a discard: why, and which changes (none:
+// all still parked).
 type DiscardRequest struct {
-	Reason string `json:"reason"`
+	Reason string   `json:"reason"`
+	IDs    []string `json:"ids,omitempty"`
 }
 
-// DeadLetterInput starts a DeadLetter workflow.
+// DeadLetterInput starts a DeadLetter workflow: one group of parked changes.
 type DeadLetterInput struct {
-	Record DeadLetterRecord `json:"record"`
+	Group      string     `json:"group"` // also the workflow's ID
+	Table      string     `json:"table,omitempty"`
+	ErrorClass ErrorClass `json:"error_class"`
+	// Changes are the group's records, without their messages (those are in
+	// the dead_letters table).
+	Changes []DeadLetterRecord `json:"changes"`
+}
+
+// DeadLetterGroupID is the ID of the group (and DeadLetter workflow) of the
+// changes of one batch that failed on table with class.
+func DeadLetterGroupID(batchWorkflowID, table string, class ErrorClass) string {
+	if table == "" {
+		table = "undecodable"
+	}
+	return fmt.Sprintf("dlq-%s-%s-%s", batchWorkflowID, table, class)
 }
 
 // State is where a parked change stands.
@@ -44,48 +70,71 @@ const (
 	StateParked    State = "parked"
 	StateReplayed  State = "replayed"
 	StateDiscarded State = "discarded"
+	// StateDecided is the state of a group whose changes were decided
+	// differently: some replayed, some discarded.
+	StateDecided State = "decided"
 )
 
-// Action is what a person asked of a parked change.
+// Action is what a person asked of parked changes.
 type Action string
 
 const (
 	ActionReplay  Action = "replay"
 	ActionDiscard Action = "discard"
 	// ActionRejected records a request that could not be used (a malformed
-	// payload), with why in Decision.Error.
+	// payload, an unknown ID), with why in Decision.Error.
 	ActionRejected Action = "rejected"
 )
 
-// Decision is one thing a person asked of a parked change, and what came of it.
+// Decision is one thing a person asked of a group, and what came of it.
 type Decision struct {
 	At        time.Time `json:"at"`
 	Action    Action    `json:"action"`
+	IDs       []string  `json:"ids,omitempty"` // the changes it was about
 	Corrected bool      `json:"corrected,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
 	Outcome   string    `json:"outcome,omitempty"`
 	Error     string    `json:"error,omitempty"`
 }
 
-// DeadLetterStatus is the answer to the status query and the DeadLetter
-// workflow's result: the parked change as recorded, kept up to date by failed
-// replays, with its state and the decisions taken on it.
-type DeadLetterStatus struct {
+// ChangeStatus is one parked change of a group: its record, kept up to date
+// by failed replays, and its state.
+type ChangeStatus struct {
 	DeadLetterRecord
-	State     State           `json:"state"`
-	Event     json.RawMessage `json:"event,omitempty"` // the change, when it is JSON (Message is then empty)
-	Decisions []Decision      `json:"decisions"`
+	State   State  `json:"state"`
+	Outcome string `json:"outcome,omitempty"` // the discard reason, or what the replay did
 }
 
-// ReplayInput is the input of the ReplayChange activity: a parked change's
-// message, and a corrected row image when one was given.
+// DeadLetterStatus is the answer to the status query and the DeadLetter
+// workflow's result.
+type DeadLetterStatus struct {
+	Group      string         `json:"group"`
+	Table      string         `json:"table,omitempty"`
+	ErrorClass ErrorClass     `json:"error_class"`
+	State      State          `json:"state"` // parked while any change is
+	Parked     int            `json:"parked"`
+	Changes    []ChangeStatus `json:"changes"`
+	Decisions  []Decision     `json:"decisions"`
+}
+
+// ReplayInput is the input of the ReplayChanges activity: the changes to
+// replay, and a corrected row image for the one change named.
 type ReplayInput struct {
-	Message json.RawMessage `json:"message"`
-	After   json.RawMessage `json:"after,omitempty"`
+	IDs   []string        `json:"ids"`
+	After json.RawMessage `json:"after,omitempty"`
 }
 
-// Settlement is the input of the Settle activity: the decision taken on a
-// parked change, recorded in the dead_letters table.
+// ReplayResult is what a replay did to one change: Outcome when it was
+// applied (or found applied already), ErrorClass and Error when it failed.
+type ReplayResult struct {
+	ID         string     `json:"id"`
+	Outcome    string     `json:"outcome,omitempty"`
+	ErrorClass ErrorClass `json:"error_class,omitempty"`
+	Error      string     `json:"error,omitempty"`
+}
+
+// Settlement is one decision recorded in the dead_letters table by the
+// Settle activity.
 type Settlement struct {
 	ID      string `json:"id"`
 	State   State  `json:"state"`

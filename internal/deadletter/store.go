@@ -1,6 +1,6 @@
 // Package deadletter keeps parked changes in the destination's
-// cdcflow.dead_letters table: one row per parked change, keyed by the ID of
-// its DeadLetter workflow.
+// cdcflow.dead_letters table: one row per parked change, keyed by its ID,
+// naming the group (DeadLetter workflow) that holds it.
 package deadletter
 
 import (
@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
@@ -21,49 +22,109 @@ type Store struct {
 // NewStore returns the store of the migrated database behind pool.
 func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
-// Record inserts rec unless a row with its ID exists, and reports whether
-// that row was published to the DLQ topic already.
-func (s *Store) Record(ctx context.Context, rec cdc.DeadLetterRecord) (bool, error) {
-	if rec.Message == nil {
-		rec.Message = []byte{} // an empty or null Kafka record: recorded as empty
-	}
-	var published *time.Time
-	err := s.pool.QueryRow(ctx, `
-		WITH ins AS (
-			INSERT INTO cdcflow.dead_letters (id, action_id, topic, kafka_partition, kafka_offset, table_name,
-				error_class, error, attempts, first_failed_at, last_failed_at, batch_workflow_id, batch_run_id, message)
-			VALUES ($1, NULLIF($2, 0), $3, $4, $5, NULLIF($6, ''), $7, $8, $9, $10, $11, $12, $13, $14)
-			ON CONFLICT (id) DO NOTHING
-			RETURNING published_at)
-		SELECT published_at FROM ins
-		UNION ALL
-		SELECT published_at FROM cdcflow.dead_letters WHERE id = $1
-		LIMIT 1`,
-		rec.ID, rec.ActionID, rec.Topic, rec.Partition, rec.Offset, rec.Table, string(rec.ErrorClass), rec.Error, rec.Attempts,
-		rec.FirstFailure, rec.LastFailure, rec.BatchWorkflowID, rec.BatchRunID, rec.Message).Scan(&published)
-	if err != nil {
-		return false, fmt.Errorf("record dead letter %s: %w", rec.ID, err)
-	}
-	return published != nil, nil
+// Recorded is what Record found of one record.
+type Recorded struct {
+	// Member: the row is in the record's group and still parked, so the
+	// group's workflow must hold it. A change parked before by another
+	// group, or decided already, is not.
+	Member bool
+	// Published: the row reached the DLQ topic already.
+	Published bool
 }
 
-// MarkPublished records that the dead letter id reached the DLQ topic.
-func (s *Store) MarkPublished(ctx context.Context, id string) error {
-	if _, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters SET published_at = now() WHERE id = $1`, id); err != nil {
-		return fmt.Errorf("mark dead letter %s published: %w", id, err)
+// Record inserts every record whose ID has no row yet, in one round trip,
+// and reports for each what the table holds.
+func (s *Store) Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]Recorded, error) {
+	batch := &pgx.Batch{}
+	ids := make([]string, len(recs))
+	for i, rec := range recs {
+		ids[i] = rec.ID
+		msg := rec.Message
+		if msg == nil {
+			msg = []byte{} // an empty or null Kafka record: recorded as empty
+		}
+		batch.Queue(`INSERT INTO cdcflow.dead_letters (id, group_id, action_id, topic, kafka_partition, kafka_offset,
+				table_name, error_class, error, attempts, first_failed_at, last_failed_at, batch_workflow_id, batch_run_id, message)
+			VALUES ($1, $2, NULLIF($3, 0), $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, $12, $13, $14, $15)
+			ON CONFLICT (id) DO NOTHING`,
+			rec.ID, rec.Group, rec.ActionID, rec.Topic, rec.Partition, rec.Offset, rec.Table, string(rec.ErrorClass),
+			rec.Error, rec.Attempts, rec.FirstFailure, rec.LastFailure, rec.BatchWorkflowID, rec.BatchRunID, msg)
+	}
+	batch.Queue(`SELECT id, group_id, state, published_at FROM cdcflow.dead_letters WHERE id = ANY($1)`, ids)
+	br := s.pool.SendBatch(ctx, batch)
+	defer br.Close()
+	for range recs {
+		if _, err := br.Exec(); err != nil {
+			return nil, fmt.Errorf("record %d dead letters: %w", len(recs), err)
+		}
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("read %d dead letters: %w", len(recs), err)
+	}
+	type row struct {
+		group, state string
+		published    *time.Time
+	}
+	found := map[string]row{}
+	var id string
+	var r row
+	if _, err := pgx.ForEachRow(rows, []any{&id, &r.group, &r.state, &r.published}, func() error {
+		found[id] = r
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %d dead letters: %w", len(recs), err)
+	}
+	out := make([]Recorded, len(recs))
+	for i, rec := range recs {
+		r, ok := found[rec.ID]
+		if !ok {
+			return nil, fmt.Errorf("dead letter %s: not recorded", rec.ID)
+		}
+		out[i] = Recorded{Member: r.group == rec.Group && r.state == string(cdc.StateParked), Published: r.published != nil}
+	}
+	return out, nil
+}
+
+// MarkPublished records that the dead letters ids reached the DLQ topic.
+func (s *Store) MarkPublished(ctx context.Context, ids []string) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters SET published_at = now() WHERE id = ANY($1)`, ids); err != nil {
+		return fmt.Errorf("mark %d dead letters published: %w", len(ids), err)
 	}
 	return nil
 }
 
-// Settle records the decision taken on a parked change.
-func (s *Store) Settle(ctx context.Context, st cdc.Settlement) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters SET state = $2, outcome = $3, decided_at = now() WHERE id = $1`,
-		st.ID, string(st.State), st.Outcome)
+// Messages returns the recorded message of each of ids.
+func (s *Store) Messages(ctx context.Context, ids []string) (map[string][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, message FROM cdcflow.dead_letters WHERE id = ANY($1)`, ids)
 	if err != nil {
-		return fmt.Errorf("settle dead letter %s: %w", st.ID, err)
+		return nil, fmt.Errorf("read %d dead letters: %w", len(ids), err)
 	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("settle dead letter %s: no such dead letter", st.ID)
+	out := make(map[string][]byte, len(ids))
+	var id string
+	var msg []byte
+	if _, err := pgx.ForEachRow(rows, []any{&id, &msg}, func() error {
+		out[id] = msg
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read %d dead letters: %w", len(ids), err)
+	}
+	return out, nil
+}
+
+// Settle records the decisions taken on parked changes.
+func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
+	ids, states, outcomes := make([]string, len(settled)), make([]string, len(settled)), make([]string, len(settled))
+	for i, st := range settled {
+		ids[i], states[i], outcomes[i] = st.ID, string(st.State), st.Outcome
+	}
+	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters d SET state = s.state, outcome = s.outcome, decided_at = now()
+		FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, state, outcome) WHERE d.id = s.id`, ids, states, outcomes)
+	if err != nil {
+		return fmt.Errorf("settle %d dead letters: %w", len(settled), err)
+	}
+	if n := tag.RowsAffected(); n != int64(len(settled)) {
+		return fmt.Errorf("settle %d dead letters: %d found", len(settled), n)
 	}
 	return nil
 }

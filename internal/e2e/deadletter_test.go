@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -33,6 +36,7 @@ func (p *pipeline) temporalCLI(args ...string) (string, error) {
 }
 
 type deadLetterRow struct {
+	group          string
 	class          cdc.ErrorClass
 	state, outcome string
 	offset         int64
@@ -41,7 +45,7 @@ type deadLetterRow struct {
 func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	p.t.Helper()
 	rows, err := p.dest.Query(context.Background(),
-		`SELECT id, error_class, state, coalesce(outcome, ''), kafka_offset FROM cdcflow.dead_letters`)
+		`SELECT id, group_id, error_class, state, coalesce(outcome, ''), kafka_offset FROM cdcflow.dead_letters`)
 	if err != nil {
 		return nil
 	}
@@ -50,7 +54,7 @@ func (p *pipeline) deadLetters() map[string]deadLetterRow {
 	for rows.Next() {
 		var id string
 		var r deadLetterRow
-		if err := rows.Scan(&id, &r.class, &r.state, &r.outcome, &r.offset); err != nil {
+		if err := rows.Scan(&id, &r.group, &r.class, &r.state, &r.outcome, &r.offset); err != nil {
 			p.t.Fatal(err)
 		}
 		out[id] = r
@@ -110,18 +114,24 @@ func TestDeadLetters(t *testing.T) {
 	if len(sums) != 1 || tot.Applied != 997 || tot.Failed != 3 {
 		t.Fatalf("%d batches adding up to %+v, want one batch with 997 applied and 3 failed", len(sums), tot)
 	}
+	var batchID string
+	for id := range sums {
+		batchID = id
+	}
 	poisonID := fmt.Sprintf("dlq-%s-0-100", p.topic)
+	poisonGroup := cdc.DeadLetterGroupID(batchID, "", cdc.ClassInvalidEvent)
+	checkGroup := cdc.DeadLetterGroupID(batchID, "public.employees", cdc.ClassConstraint)
+	payrollGroup := cdc.DeadLetterGroupID(batchID, "public.payroll", cdc.ClassTableNotAllowed)
 	want := map[string]deadLetterRow{
-		poisonID:  {class: cdc.ClassInvalidEvent, state: "parked", offset: 100},
-		"dlq-501": {class: cdc.ClassConstraint, state: "parked", offset: 500},
-		"dlq-901": {class: cdc.ClassTableNotAllowed, state: "parked", offset: 900},
+		poisonID:  {group: poisonGroup, class: cdc.ClassInvalidEvent, state: "parked", offset: 100},
+		"dlq-501": {group: checkGroup, class: cdc.ClassConstraint, state: "parked", offset: 500},
+		"dlq-901": {group: payrollGroup, class: cdc.ClassTableNotAllowed, state: "parked", offset: 900},
 	}
 	if got := p.deadLetters(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("dead_letters %v, want %v", got, want)
 	}
-	var batchID string
-	for id := range sums {
-		batchID = id
+	if sort.Strings(sums[batchID].DeadLetters); !slices.Equal(sums[batchID].DeadLetters, []string{checkGroup, payrollGroup, poisonGroup}) {
+		t.Fatalf("batch summary names dead letter groups %v", sums[batchID].DeadLetters)
 	}
 	p.checkDLQTopic(batchID, map[int64]string{100: poisonID, 500: "dlq-501", 900: "dlq-901"})
 
@@ -136,11 +146,11 @@ func TestDeadLetters(t *testing.T) {
 		for _, ex := range resp.Executions {
 			ids = append(ids, ex.Execution.WorkflowId)
 		}
-		return len(ids) == 1 && ids[0] == "dlq-501", fmt.Sprint(ids)
+		return len(ids) == 1 && ids[0] == checkGroup, fmt.Sprint(ids)
 	})
 
 	// Query the status with the CLI: the documented shape.
-	out, err := p.temporalCLI("workflow", "query", "--workflow-id", "dlq-901", "--type", cdc.QueryStatus, "--output", "json")
+	out, err := p.temporalCLI("workflow", "query", "--workflow-id", payrollGroup, "--type", cdc.QueryStatus, "--output", "json")
 	if err != nil {
 		t.Fatalf("temporal workflow query: %v\n%s", err, out)
 	}
@@ -148,23 +158,25 @@ func TestDeadLetters(t *testing.T) {
 	if err := json.Unmarshal([]byte(queryResult(t, out)), &st); err != nil {
 		t.Fatalf("query result %s: %v", out, err)
 	}
-	if st.ID != "dlq-901" || st.State != "parked" || st.ActionID != 901 || st.Table != "public.payroll" ||
-		st.ErrorClass != cdc.ClassTableNotAllowed || st.Attempts != 3 || st.Offset != 900 ||
-		!strings.Contains(st.Error, "not on the allowlist") || st.BatchWorkflowID != batchID || len(st.Message) != 0 {
+	if st.Group != payrollGroup || st.State != "parked" || st.Parked != 1 || st.Table != "public.payroll" ||
+		st.ErrorClass != cdc.ClassTableNotAllowed || len(st.Changes) != 1 {
 		t.Fatalf("status %+v", st)
 	}
-	var ev struct {
-		ActionID int64 `json:"action_id"`
+	var key bytes.Buffer
+	if err := json.Compact(&key, st.Changes[0].Key); err != nil {
+		t.Fatal(err)
 	}
-	if err := json.Unmarshal(st.Event, &ev); err != nil || ev.ActionID != 901 {
-		t.Fatalf("status event %s (%v)", st.Event, err)
+	if c := st.Changes[0]; c.ID != "dlq-901" || c.State != "parked" || c.ActionID != 901 || c.Attempts != 3 || c.Offset != 900 ||
+		!strings.Contains(c.Error, "not on the allowlist") || c.BatchWorkflowID != batchID || len(c.Message) != 0 ||
+		key.String() != `{"emp_id":901}` {
+		t.Fatalf("parked change %+v", c)
 	}
 
 	// Fix the cause, replay with the CLI: applied once.
 	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", cdc.SignalReplay); err != nil {
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", checkGroup, "--name", cdc.SignalReplay); err != nil {
 		t.Fatalf("temporal workflow signal replay: %v\n%s", err, out)
 	}
 	if row := p.waitDeadLetter("dlq-501", "replayed"); row.outcome != "applied" {
@@ -174,7 +186,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("emp 501 salary %d after replay, want -1", s)
 	}
 	// The same signal again changes nothing: the decision is made.
-	out, err = p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-501", "--name", cdc.SignalReplay)
+	out, err = p.temporalCLI("workflow", "signal", "--workflow-id", checkGroup, "--name", cdc.SignalReplay)
 	if err == nil || !strings.Contains(out, "already completed") {
 		t.Fatalf("second replay: %v\n%s", err, out)
 	}
@@ -183,11 +195,11 @@ func TestDeadLetters(t *testing.T) {
 	}
 
 	// A discard without a reason is refused; the workflow keeps waiting.
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonID, "--name", cdc.SignalDiscard,
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonGroup, "--name", cdc.SignalDiscard,
 		"--input", `{"because": "no"}`); err != nil {
 		t.Fatalf("signal: %v\n%s", err, out)
 	}
-	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", "dlq-901", "--name", cdc.SignalDiscard,
+	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", payrollGroup, "--name", cdc.SignalDiscard,
 		"--input", `{"reason": "payroll is not replicated"}`); err != nil {
 		t.Fatalf("temporal workflow signal discard: %v\n%s", err, out)
 	}
@@ -195,7 +207,7 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("discard decision %q", row.outcome)
 	}
 	eventually(t, time.Minute, "the refused discard in the status", func() (bool, string) {
-		v, err := p.temporal.QueryWorkflow(ctx, poisonID, "", cdc.QueryStatus)
+		v, err := p.temporal.QueryWorkflow(ctx, poisonGroup, "", cdc.QueryStatus)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -209,7 +221,7 @@ func TestDeadLetters(t *testing.T) {
 
 	p.correctedReplay(check)
 	p.staleReplay(check)
-	p.bulkDecisions(check, poisonID)
+	p.bulkDecisions(check, poisonID, poisonGroup)
 }
 
 // correctedReplay parks a change and replays it through the SDK with a
@@ -220,10 +232,10 @@ func (p *pipeline) correctedReplay(check string) {
 		t.Fatal(err)
 	}
 	p.produceRaw(insertEvent(1001, 1001, -5, "public.employees"))
-	p.waitDeadLetter("dlq-1001", "parked")
+	group := p.waitDeadLetter("dlq-1001", "parked").group
 
 	update := func(after string) (cdc.DeadLetterStatus, error) {
-		h, err := p.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: "dlq-1001",
+		h, err := p.temporal.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{WorkflowID: group,
 			UpdateName: cdc.UpdateReplayCorrected, WaitForStage: client.WorkflowUpdateStageCompleted,
 			Args: []any{cdc.ReplayRequest{After: json.RawMessage(after)}}})
 		var st cdc.DeadLetterStatus
@@ -235,7 +247,7 @@ func (p *pipeline) correctedReplay(check string) {
 	if _, err := update(`["not", "a", "row"]`); err == nil || !strings.Contains(err.Error(), "after: want a JSON object of column values") {
 		t.Fatalf("malformed corrected image: %v", err)
 	}
-	desc, err := p.temporal.DescribeWorkflow(ctx, "dlq-1001", "")
+	desc, err := p.temporal.DescribeWorkflow(ctx, group, "")
 	if err != nil || desc.Status != enums.WORKFLOW_EXECUTION_STATUS_RUNNING {
 		t.Fatalf("after a refused update the workflow is %v (%v), want running", desc, err)
 	}
@@ -243,7 +255,7 @@ func (p *pipeline) correctedReplay(check string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.State != "replayed" || !st.Decisions[len(st.Decisions)-1].Corrected {
+	if st.Parked != 0 || st.Changes[0].State != "replayed" || !st.Decisions[len(st.Decisions)-1].Corrected {
 		t.Fatalf("status after the corrected replay %+v", st)
 	}
 	if s := p.salary(1001); s != 5 {
@@ -262,7 +274,7 @@ func (p *pipeline) staleReplay(check string) {
 		t.Fatal(err)
 	}
 	p.produceRaw(updateEvent(1002, 2, -7))
-	p.waitDeadLetter("dlq-1002", "parked")
+	group := p.waitDeadLetter("dlq-1002", "parked").group
 	p.produceRaw(updateEvent(1003, 2, 77))
 	eventually(t, time.Minute, "the newer change applied", func() (bool, string) {
 		s := p.salary(2)
@@ -271,7 +283,7 @@ func (p *pipeline) staleReplay(check string) {
 	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.temporal.SignalWorkflow(ctx, "dlq-1002", "", cdc.SignalReplay, nil); err != nil {
+	if err := p.temporal.SignalWorkflow(ctx, group, "", cdc.SignalReplay, nil); err != nil {
 		t.Fatal(err)
 	}
 	row := p.waitDeadLetter("dlq-1002", "replayed")
@@ -355,23 +367,23 @@ func (p *pipeline) dlqCommand(args ...string) (string, error) {
 
 // bulkDecisions replays, then discards, every parked change matching a
 // filter with the dlq command.
-func (p *pipeline) bulkDecisions(check, poisonID string) {
+func (p *pipeline) bulkDecisions(check, poisonID, poisonGroup string) {
 	t, ctx := p.t, context.Background()
 	if _, err := p.dest.Exec(ctx, check); err != nil {
 		t.Fatal(err)
 	}
 	p.produceRaw(insertEvent(1004, 1004, -1, "public.employees"), insertEvent(1005, 1005, -2, "public.employees"))
-	p.waitDeadLetter("dlq-1004", "parked")
-	p.waitDeadLetter("dlq-1005", "parked")
+	groups := []string{p.waitDeadLetter("dlq-1004", "parked").group, p.waitDeadLetter("dlq-1005", "parked").group}
 	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
 		t.Fatal(err)
 	}
 	filter := []string{"-table", "public.employees", "-class", "ConstraintViolation", "-since", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}
+	groups = slices.Compact(groups) // one batch or two
 	eventually(t, time.Minute, "dlq list to find both", func() (bool, string) {
 		out, err := p.dlqCommand(append([]string{"list"}, filter...)...)
-		return err == nil && strings.Contains(out, "2 parked changes matched"), out
+		return err == nil && strings.Contains(out, fmt.Sprintf("%d dead letter groups matched", len(groups))), out
 	})
-	if out, err := p.dlqCommand(append([]string{"replay"}, filter...)...); err != nil || !strings.Contains(out, "replay dlq-1004") {
+	if out, err := p.dlqCommand(append([]string{"replay"}, filter...)...); err != nil || !strings.Contains(out, "replay "+groups[0]) {
 		t.Fatalf("dlq replay: %v\n%s", err, out)
 	}
 	p.waitDeadLetter("dlq-1004", "replayed")
@@ -383,7 +395,7 @@ func (p *pipeline) bulkDecisions(check, poisonID string) {
 		t.Fatalf("discard without a reason: %v\n%s", err, out)
 	}
 	if out, err := p.dlqCommand("discard", "-class", "InvalidEvent", "-reason", "producer fixed upstream"); err != nil ||
-		!strings.Contains(out, "1 parked changes matched") {
+		!strings.Contains(out, "discard "+poisonGroup) || !strings.Contains(out, "1 dead letter groups matched") {
 		t.Fatalf("dlq discard: %v\n%s", err, out)
 	}
 	if row := p.waitDeadLetter(poisonID, "discarded"); row.outcome != "producer fixed upstream" {

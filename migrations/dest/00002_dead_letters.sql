@@ -1,9 +1,11 @@
 -- Changes that could not be applied, parked for a person to replay or
--- discard. One row per parked change; id is the DeadLetter workflow's ID.
+-- discard. One row per parked change; group_id is the DeadLetter workflow
+-- that holds it (the failures of one batch on one table with one class).
 
 -- +goose Up
 CREATE TABLE cdcflow.dead_letters (
     id                text        PRIMARY KEY,
+    group_id          text        NOT NULL,
     action_id         bigint,                 -- NULL for a message that did not decode
     topic             text        NOT NULL,
     kafka_partition   integer     NOT NULL,
@@ -23,6 +25,7 @@ CREATE TABLE cdcflow.dead_letters (
     outcome           text,                   -- the discard reason, or what the replay did
     created_at        timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX dead_letters_group ON cdcflow.dead_letters (group_id);
 CREATE INDEX dead_letters_parked ON cdcflow.dead_letters (created_at) WHERE state = 'parked';
 
 -- +goose Down
