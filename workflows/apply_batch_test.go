@@ -67,8 +67,8 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	env := newEnv(t)
 	parked := parkedRecords(env)
 	events := batchOf(t, 3)
-	failed := cdc.FailedEvent{Index: 1, ActionID: 2, Table: "public.x", ErrorClass: cdc.ClassTableNotAllowed,
-		Error: `table "public.x" is not on the allowlist (CDCFLOW_TABLES)`}
+	failed := cdc.FailedEvent{Index: 1, ActionID: 2, Table: "public.x", ErrorClass: cdc.ClassConstraint,
+		Error: `new row for relation "x" violates check constraint "positive"`}
 	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
 		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}, Failed: []cdc.FailedEvent{failed}}, nil).Once()
 	// The later tries are of the failed event alone.
@@ -81,7 +81,7 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	if err := env.GetWorkflowResult(&got); err != nil {
 		t.Fatal(err)
 	}
-	group := "dlq-default-test-workflow-id-public.x-TableNotAllowed"
+	group := "dlq-default-test-workflow-id-public.x-ConstraintViolation"
 	want := cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 2}, Failed: 1, DeadLetters: []string{group}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
@@ -91,7 +91,7 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-2", Group: group, ActionID: 2, Topic: "t", Partition: 1, Offset: 6, Table: "public.x",
-		ErrorClass: cdc.ClassTableNotAllowed, Error: failed.Error, Attempts: cdc.DefaultMaxAttempts,
+		ErrorClass: cdc.ClassConstraint, Error: failed.Error, Attempts: cdc.DefaultMaxAttempts,
 		BatchWorkflowID: "default-test-workflow-id", Message: raws[1]}}
 	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
 		t.Fatalf("parked (-want +got):\n%s", diff)

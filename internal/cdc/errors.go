@@ -34,11 +34,13 @@ const (
 	ClassUnknownColumn   ErrorClass = "UnknownColumn"       // 42703, or the destination table lacks a column yet
 )
 
-// OrderingDependent reports whether a later change or a destination
-// migration may make a change failing with c pass.
+// OrderingDependent reports whether a later change, a destination
+// migration or a configuration change rolling out (a table added to the
+// allowlist of capture before the worker's) may make a change failing with c
+// pass.
 func (c ErrorClass) OrderingDependent() bool {
 	switch c {
-	case ClassForeignKey, ClassUniqueViolation, ClassUndefinedTable, ClassUnknownColumn:
+	case ClassForeignKey, ClassUniqueViolation, ClassUndefinedTable, ClassUnknownColumn, ClassTableNotAllowed:
 		return true
 	}
 	return false

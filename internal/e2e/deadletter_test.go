@@ -97,7 +97,8 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.start("worker")
-	p.start("starter", "CDCFLOW_BATCH_MAX_EVENTS=1000", "CDCFLOW_BATCH_MAX_WAIT=3s")
+	// The table not on the allowlist is retried for the ordering window.
+	p.start("starter", "CDCFLOW_BATCH_MAX_EVENTS=1000", "CDCFLOW_BATCH_MAX_WAIT=3s", "CDCFLOW_ORDERING_WINDOW=3s")
 
 	values := make([]string, 1000)
 	for i := range values {

@@ -2,11 +2,17 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 )
 
 // usersTables are shapes of tables users have that a toy table does not
@@ -106,4 +112,80 @@ func TestTablesUsersHave(t *testing.T) {
 	if err := p.dest.QueryRow(ctx, `SELECT note FROM sessions`).Scan(&note); err != nil || note != "first, edited in Tokyo" {
 		t.Fatalf("sessions holds %q (%v), want the last edit", note, err)
 	}
+}
+
+// TestTableAddedWhileRunning: a table is added to the allowlist while
+// changes flow, capture first, the worker some time later (a rolling
+// configuration change). The new table's changes that reach the old worker
+// wait, retried for the ordering window, instead of being parked; once the
+// worker knows the table they are applied, and no person is needed.
+func TestTableAddedWhileRunning(t *testing.T) {
+	p := newPipeline(t)
+	p.withSource()
+	ctx := context.Background()
+	for _, pool := range []*pgxpool.Pool{p.source, p.dest} {
+		if _, err := pool.Exec(ctx, `CREATE TABLE notes (id int PRIMARY KEY, body text)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := fmt.Sprintf("CDCFLOW_METRICS_ADDR=127.0.0.1:%d", port)
+	capture := p.start("capture")
+	worker := p.start("worker", metrics)
+	p.start("starter", "CDCFLOW_BATCH_MAX_WAIT=200ms")
+	waitTable(t, p.source, "employees")
+	write := func(sql string) {
+		if _, err := p.source.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	write(`INSERT INTO employees (emp_id, first_name, last_name, dob, city, salary)
+		SELECT i, 'E', 'L', '1990-01-01', 'Oslo', i FROM generate_series(1, 100) i`)
+
+	// Capture learns of notes first.
+	capture.stop(t)
+	both := "CDCFLOW_TABLES=public.employees,public.notes"
+	p.start("capture", both)
+	waitTable(t, p.source, "notes")
+	write(`INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 100) i`)
+	write(`UPDATE employees SET salary = salary + 1`)
+	// The old worker has tried each note three times (CDCFLOW_MAX_ATTEMPTS,
+	// after which a permanent failure would be parked).
+	eventually(t, time.Minute, "the old worker to refuse each note three times", func() (bool, string) {
+		n := metricValue(t, port, `cdcflow_apply_errors_total{error_class="TableNotAllowed"`)
+		return n >= 3*100, fmt.Sprintf("%d refusals", n)
+	})
+	worker.stop(t)
+	p.start("worker", both, metrics)
+	write(`DELETE FROM notes WHERE id % 10 = 0`)
+	p.waitSame("public.notes", "id", 2*time.Minute)
+	p.waitSame("public.employees", "emp_id", time.Minute)
+	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
+		t.Fatalf("%d changes parked, want none", n)
+	}
+}
+
+// metricValue reads one counter (the sum of its series matching prefix)
+// from the program serving metrics on port; 0 when it is not there yet.
+func metricValue(t *testing.T, port int, prefix string) int {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	total := 0
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64); err == nil {
+			total += int(v)
+		}
+	}
+	return total
 }
