@@ -7,6 +7,9 @@
 package cdc
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -19,9 +22,25 @@ const (
 )
 
 // BatchWorkflowID is the deterministic ID of the ApplyBatch workflow for a
-// batch: starting the same batch twice creates one workflow.
-func BatchWorkflowID(topic string, partition int, first, last int64) string {
-	return fmt.Sprintf("cdc-%s-%d-%d-%d", topic, partition, first, last)
+// batch: its place in Kafka and a digest of its messages (BatchDigest).
+// Starting the same batch twice creates one workflow; a topic deleted and
+// created again, whose offsets start over, has batches of its own.
+func BatchWorkflowID(topic string, partition int, first, last int64, digest string) string {
+	return fmt.Sprintf("cdc-%s-%d-%d-%d-%s", topic, partition, first, last, digest)
+}
+
+// BatchDigest is the digest of a batch's messages in BatchWorkflowID: the
+// first 12 hex digits of the SHA-256 of their values, each preceded by its
+// length.
+func BatchDigest(values [][]byte) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, v := range values {
+		binary.BigEndian.PutUint64(n[:], uint64(len(v)))
+		h.Write(n[:])
+		h.Write(v)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
 }
 
 // BatchInput describes one batch of messages from one Kafka partition, as the

@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
@@ -101,6 +100,7 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	defer tmp.Close()
 
 	p := newPipeline(t)
+	p.ownKafka()
 	p.useSource(sourcePG.DSN)
 	p.useDest(destPG.DSN)
 	p.env["TEMPORAL_ADDRESS"] = tmp.Address
@@ -147,13 +147,14 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	}
 
 	// Faults, at random moments, until the run's length has passed.
-	outage := &brokerOutage{cluster: p.kafka.Cluster()}
+	outage := &brokerOutage{kafka: p.kafka}
 	deadline := time.Now().Add(length)
 	for time.Now().Before(deadline) {
 		time.Sleep(time.Duration(2+rng.IntN(4)) * time.Second)
 		pause := time.Duration(2+rng.IntN(6)) * time.Second
-		kind := []string{"kill-capture", "kill-starter", "kill-worker", "kill-temporal", "crash-destination",
-			"stop-source", "broker-down", "pause-worker", "pause-starter", "pause-temporal"}[rng.IntN(10)]
+		kinds := []string{"kill-capture", "kill-starter", "kill-worker", "kill-temporal", "crash-destination",
+			"stop-source", "broker-down", "pause-worker", "pause-starter", "pause-temporal", "restart-broker"}
+		kind := kinds[rng.IntN(len(kinds))]
 		l.faults++
 		l.kinds = append(l.kinds, kind)
 		switch kind {
@@ -190,6 +191,10 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 			outage.begin()
 			time.Sleep(pause)
 			outage.end()
+		case "restart-broker":
+			if err := p.kafka.Restart(); err != nil {
+				t.Fatal(err)
+			}
 		case "pause-worker", "pause-starter":
 			procsMu.Lock()
 			pr := procs[strings.TrimPrefix(kind, "pause-")]
@@ -314,19 +319,20 @@ func chaosWrite(ctx context.Context, pool *pgxpool.Pool, rng *rand.Rand) bool {
 // brokerOutage makes the in-process broker refuse every request (closing
 // the connection) between begin and end, as a broker that went away would.
 type brokerOutage struct {
-	cluster *kfake.Cluster
-	down    atomic.Bool
+	kafka *localsvc.Kafka
+	down  atomic.Bool
 }
 
 func (o *brokerOutage) begin() {
 	o.down.Store(true)
+	cluster := o.kafka.Cluster()
 	for _, key := range []kmsg.Key{kmsg.Produce, kmsg.Fetch, kmsg.ListOffsets, kmsg.Metadata, kmsg.OffsetCommit, kmsg.OffsetFetch,
 		kmsg.FindCoordinator, kmsg.JoinGroup, kmsg.Heartbeat, kmsg.LeaveGroup, kmsg.SyncGroup} {
-		o.cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
+		cluster.ControlKey(int16(key), func(kmsg.Request) (kmsg.Response, error, bool) {
 			if !o.down.Load() {
 				return nil, nil, false // control ends with the outage
 			}
-			o.cluster.KeepControl()
+			cluster.KeepControl()
 			return nil, errors.New("broker down"), true
 		})
 	}

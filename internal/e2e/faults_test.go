@@ -176,3 +176,34 @@ func (p *pipeline) duringLoad(fault func()) int64 {
 	p.waitSame("public.employees", "emp_id", 3*time.Minute)
 	return written.Load()
 }
+
+// TestBrokerRestart stops the broker and starts it again, its log and the
+// consumer group's offsets on disk as a Kafka broker keeps them, while
+// changes flow: without restarting anything else, every change arrives.
+func TestBrokerRestart(t *testing.T) {
+	if testenv.ExternalServices() {
+		t.Skip("restarts its own broker")
+	}
+	p := newPipeline(t)
+	p.ownKafka()
+	p.withSource()
+	p.start("capture")
+	p.start("worker")
+	p.start("starter")
+	written := p.duringLoad(func() {
+		for range 2 {
+			before := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+			if err := p.kafka.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, time.Minute, "changes flowing again", func() (bool, string) {
+				after := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+				return after > before, fmt.Sprint(after, " applied")
+			})
+		}
+	})
+	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters after broker restarts, want none", n)
+	}
+	t.Logf("%d changes written, all applied through two broker restarts", written)
+}

@@ -105,6 +105,19 @@ func newPipeline(t testing.TB) *pipeline {
 	return p
 }
 
+// ownKafka gives the pipeline a broker of its own that keeps its data on
+// disk, so that a test can restart it.
+func (p *pipeline) ownKafka() {
+	p.t.Helper()
+	k, err := localsvc.StartKafka(localsvc.KafkaOptions{Topics: map[string]int32{p.topic: partitions}, DataDir: p.t.TempDir()})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(k.Close)
+	p.kafka, p.brokers = k, k.Brokers
+	p.env["KAFKA_BROKERS"] = strings.Join(k.Brokers, ",")
+}
+
 // withSource adds a source database; capture (started by the test) migrates
 // it and installs the triggers.
 func (p *pipeline) withSource() {

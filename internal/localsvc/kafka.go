@@ -1,7 +1,10 @@
 package localsvc
 
 import (
+	"fmt"
+	"net"
 	"strconv"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -11,6 +14,9 @@ import (
 // Kafka is an in-process broker speaking the Kafka protocol.
 type Kafka struct {
 	Brokers []string
+	opts    KafkaOptions
+
+	mu      sync.Mutex
 	cluster *kfake.Cluster
 }
 
@@ -18,27 +24,71 @@ type Kafka struct {
 type KafkaOptions struct {
 	Port   int              // 0 picks a free one
 	Topics map[string]int32 // topics to create, name -> partitions
+	// DataDir keeps the broker's log and consumer group offsets on disk, so
+	// that Restart brings them back; empty keeps them in memory.
+	DataDir string
 }
 
 // StartKafka starts a one-broker in-process cluster on 127.0.0.1.
 func StartKafka(opts KafkaOptions) (*Kafka, error) {
-	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(kafkax.MaxMessageBytes)})}
-	if opts.Port != 0 {
-		kopts = append(kopts, kfake.Ports(opts.Port))
-	}
-	for name, parts := range opts.Topics {
-		kopts = append(kopts, kfake.SeedTopics(parts, name))
-	}
-	c, err := kfake.NewCluster(kopts...)
+	k := &Kafka{opts: opts}
+	c, err := k.newCluster(true)
 	if err != nil {
 		return nil, err
 	}
-	return &Kafka{Brokers: c.ListenAddrs(), cluster: c}, nil
+	k.cluster, k.Brokers = c, c.ListenAddrs()
+	if k.opts.Port == 0 {
+		_, port, err := net.SplitHostPort(k.Brokers[0])
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		k.opts.Port, _ = strconv.Atoi(port)
+	}
+	return k, nil
+}
+
+func (k *Kafka) newCluster(seed bool) (*kfake.Cluster, error) {
+	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4),
+		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(kafkax.MaxMessageBytes)})}
+	if k.opts.Port != 0 {
+		kopts = append(kopts, kfake.Ports(k.opts.Port))
+	}
+	if k.opts.DataDir != "" {
+		kopts = append(kopts, kfake.DataDir(k.opts.DataDir))
+	}
+	if seed {
+		for name, parts := range k.opts.Topics {
+			kopts = append(kopts, kfake.SeedTopics(parts, name))
+		}
+	}
+	return kfake.NewCluster(kopts...)
+}
+
+// Restart stops the broker and starts it again on the same port: with a
+// DataDir, with its topics, messages and committed offsets.
+func (k *Kafka) Restart() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cluster.Close()
+	c, err := k.newCluster(k.opts.DataDir == "")
+	if err != nil {
+		return fmt.Errorf("restart Kafka on port %d: %w", k.opts.Port, err)
+	}
+	k.cluster = c
+	return nil
 }
 
 // Close stops the broker.
-func (k *Kafka) Close() { k.cluster.Close() }
+func (k *Kafka) Close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.cluster.Close()
+}
 
 // Cluster returns the in-process broker, for tests that intercept requests.
-func (k *Kafka) Cluster() *kfake.Cluster { return k.cluster }
+func (k *Kafka) Cluster() *kfake.Cluster {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.cluster
+}

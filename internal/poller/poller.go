@@ -214,7 +214,11 @@ func (pp *partitionPoller) flush(ctx context.Context) {
 		return
 	}
 	in, events := pp.p.batchInput(pp.partition, msgs)
-	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset)
+	values := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		values[i] = m.Value
+	}
+	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset, cdc.BatchDigest(values))
 
 	// A start under way finishes even if the poller is being stopped, so that
 	// what was started gets committed: its context ends StartGrace after ctx.
