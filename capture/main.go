@@ -10,6 +10,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/capture"
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/migrations"
@@ -41,6 +42,20 @@ func run(ctx context.Context, args []string) error {
 		PollInterval: cfg.PollInterval,
 		ReportEvery:  cfg.ReportEvery,
 		PublishGrace: 10 * time.Second,
+		Newest: func(ctx context.Context, source string) (event.Event, bool, error) {
+			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+			msgs, err := kafkax.LastMessages(ctx, cfg.Brokers, cfg.Topic, 16)
+			if err != nil {
+				return event.Event{}, false, err
+			}
+			values := make([][]byte, len(msgs))
+			for i, m := range msgs {
+				values[i] = m.Value
+			}
+			ev, found := capture.NewestOf(values, source)
+			return ev, found, nil
+		},
 	}, log)
 	if err != nil {
 		return err

@@ -228,8 +228,8 @@ func (b *batch) failureRecords(ctx workflow.Context, events event.Batch, failed 
 	out := make([]cdc.DeadLetterRecord, 0, len(failed))
 	for _, f := range failed {
 		rec := b.record
-		rec.ID = cdc.DeadLetterID(f.ActionID)
-		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = f.ActionID, f.Table, f.ErrorClass, f.Error, f.Attempts
+		rec.ID = cdc.DeadLetterID(f.Epoch, f.ActionID)
+		rec.Epoch, rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = f.Epoch, f.ActionID, f.Table, f.ErrorClass, f.Error, f.Attempts
 		rec.Offset = -1
 		if f.Index < len(b.in.Offsets) {
 			rec.Offset = b.in.Offsets[f.Index]
@@ -270,13 +270,14 @@ func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.De
 	out := make([]cdc.DeadLetterRecord, 0, len(raws))
 	for i, raw := range raws {
 		var ev struct {
+			Epoch    int64  `json:"epoch"`
 			ActionID int64  `json:"action_id"`
 			Table    string `json:"table"`
 		}
 		_ = json.Unmarshal(raw, &ev) // the starter decoded every event of the batch
 		rec := b.record
-		rec.ID = cdc.DeadLetterID(ev.ActionID)
-		rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = ev.ActionID, ev.Table, cdc.ClassBatchFailed, b.in.ParkReason, 1
+		rec.ID = cdc.DeadLetterID(ev.Epoch, ev.ActionID)
+		rec.Epoch, rec.ActionID, rec.Table, rec.ErrorClass, rec.Error, rec.Attempts = ev.Epoch, ev.ActionID, ev.Table, cdc.ClassBatchFailed, b.in.ParkReason, 1
 		rec.Offset = -1
 		if i < len(b.in.Offsets) {
 			rec.Offset = b.in.Offsets[i]

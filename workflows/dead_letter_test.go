@@ -17,7 +17,7 @@ import (
 // parkedChange is change 7 of a group, as the Park activity returns it:
 // with its key, without its message.
 func parkedChange(actionID int64) cdc.DeadLetterRecord {
-	return cdc.DeadLetterRecord{ID: cdc.DeadLetterID(actionID), Group: "dlq-b", ActionID: actionID, Topic: "t", Partition: 1,
+	return cdc.DeadLetterRecord{ID: cdc.DeadLetterID(0, actionID), Group: "dlq-b", ActionID: actionID, Topic: "t", Partition: 1,
 		Offset: 40 + actionID, Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check constraint",
 		Attempts: 3, Key: json.RawMessage(fmt.Sprintf(`{"emp_id":%d}`, actionID))}
 }

@@ -139,7 +139,7 @@ func TestRecordHistories(t *testing.T) {
 	start := func(id string, actionIDs ...int64) client.WorkflowRun {
 		var recs []cdc.DeadLetterRecord
 		for _, actionID := range actionIDs {
-			recs = append(recs, cdc.DeadLetterRecord{ID: cdc.DeadLetterID(actionID), Group: id, ActionID: actionID, Topic: in.Topic,
+			recs = append(recs, cdc.DeadLetterRecord{ID: cdc.DeadLetterID(0, actionID), Group: id, ActionID: actionID, Topic: in.Topic,
 				Offset: actionID, Table: demo.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check", Attempts: 3,
 				Message: encode(t, demo.Event(actionID, event.OpInsert, demo.Employee{EmpID: int(actionID), DOB: "1990-01-01", Salary: 1}))})
 		}

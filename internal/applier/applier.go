@@ -37,6 +37,7 @@ type Applier struct {
 // stagingDDL creates the per-session table that holds the batch being applied.
 // ON COMMIT DELETE ROWS empties it at the end of every transaction.
 const stagingDDL = `CREATE TEMP TABLE IF NOT EXISTS cdcflow_batch (
+	epoch     bigint  NOT NULL,
 	action_id bigint  NOT NULL,
 	tbl       text    NOT NULL,
 	op        text    NOT NULL,
@@ -121,7 +122,7 @@ func (a *Applier) Apply(ctx context.Context, events []event.Event) (cdc.Counts, 
 // them, records their action_ids and writes the winning changes.
 func (a *Applier) write(ctx context.Context, tx pgx.Tx, events []event.Event, byTable []*tablePlan) (cdc.Counts, error) {
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_batch"},
-		[]string{"action_id", "tbl", "op", "key", "after", "committed"}, stagingRows(events)); err != nil {
+		[]string{"epoch", "action_id", "tbl", "op", "key", "after", "committed"}, stagingRows(events)); err != nil {
 		return cdc.Counts{}, fmt.Errorf("stage batch: %w", classify(err))
 	}
 
@@ -158,23 +159,23 @@ func (a *Applier) write(ctx context.Context, tx pgx.Tx, events []event.Event, by
 // version; those winners are marked in the staging table. Winners are locked
 // in key order so that concurrent batches wait rather than deadlock.
 const recordSQL = `WITH fresh AS (
-	INSERT INTO cdcflow.processed_events (action_id, source_committed_at)
-	SELECT action_id, committed FROM cdcflow_batch ORDER BY action_id
+	INSERT INTO cdcflow.processed_events (epoch, action_id, source_committed_at)
+	SELECT epoch, action_id, committed FROM cdcflow_batch ORDER BY epoch, action_id
 	ON CONFLICT DO NOTHING
-	RETURNING action_id
+	RETURNING epoch, action_id
 ), latest AS (
-	SELECT DISTINCT ON (b.tbl, b.key) b.action_id, b.tbl, b.key, b.op
-	FROM cdcflow_batch b JOIN fresh USING (action_id)
-	ORDER BY b.tbl, b.key, b.action_id DESC
+	SELECT DISTINCT ON (b.tbl, b.key) b.epoch, b.action_id, b.tbl, b.key, b.op
+	FROM cdcflow_batch b JOIN fresh USING (epoch, action_id)
+	ORDER BY b.tbl, b.key, b.epoch DESC, b.action_id DESC
 ), won AS (
-	INSERT INTO cdcflow.row_versions AS v (table_name, key, action_id, deleted)
-	SELECT tbl, key, action_id, op = 'delete' FROM latest ORDER BY tbl, key
+	INSERT INTO cdcflow.row_versions AS v (table_name, key, epoch, action_id, deleted)
+	SELECT tbl, key, epoch, action_id, op = 'delete' FROM latest ORDER BY tbl, key
 	ON CONFLICT (table_name, key) DO UPDATE
-		SET action_id = EXCLUDED.action_id, deleted = EXCLUDED.deleted, updated_at = now()
-		WHERE v.action_id < EXCLUDED.action_id
-	RETURNING v.action_id
+		SET epoch = EXCLUDED.epoch, action_id = EXCLUDED.action_id, deleted = EXCLUDED.deleted, updated_at = now()
+		WHERE (v.epoch, v.action_id) < (EXCLUDED.epoch, EXCLUDED.action_id)
+	RETURNING v.epoch, v.action_id
 ), mark AS (
-	UPDATE cdcflow_batch b SET won = true FROM won WHERE b.action_id = won.action_id
+	UPDATE cdcflow_batch b SET won = true FROM won WHERE (b.epoch, b.action_id) = (won.epoch, won.action_id)
 )
 SELECT (SELECT count(*) FROM fresh)::int, (SELECT count(*) FROM won)::int`
 
@@ -275,15 +276,17 @@ func (a *Applier) checkColumns(ctx context.Context, p *tablePlan, actionID int64
 	return nil
 }
 
-// dedupe drops repeated action_ids within a batch, keeping the first.
+// dedupe drops repeated changes (epoch and action_id) within a batch,
+// keeping the first.
 func dedupe(events []event.Event) ([]event.Event, int) {
-	seen := make(map[int64]struct{}, len(events))
+	type id struct{ epoch, action int64 }
+	seen := make(map[id]struct{}, len(events))
 	out := events[:0:0]
 	for _, ev := range events {
-		if _, dup := seen[ev.ActionID]; dup {
+		if _, dup := seen[id{ev.Epoch, ev.ActionID}]; dup {
 			continue
 		}
-		seen[ev.ActionID] = struct{}{}
+		seen[id{ev.Epoch, ev.ActionID}] = struct{}{}
 		out = append(out, ev)
 	}
 	return out, len(events) - len(out)
@@ -296,7 +299,7 @@ func stagingRows(events []event.Event) pgx.CopyFromSource {
 		if ev.After != nil {
 			after = string(ev.After)
 		}
-		return []any{ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after, ev.CommitTime}, nil
+		return []any{ev.Epoch, ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after, ev.CommitTime}, nil
 	})
 }
 

@@ -125,7 +125,7 @@ func position(batch []event.Event, actionID int64) int {
 }
 
 func failure(events []event.Event, i int, perm *PermanentError) cdc.FailedEvent {
-	return cdc.FailedEvent{Index: i, ActionID: events[i].ActionID, Table: events[i].Table, ErrorClass: perm.ErrorClass, Error: perm.Msg}
+	return cdc.FailedEvent{Index: i, Epoch: events[i].Epoch, ActionID: events[i].ActionID, Table: events[i].Table, ErrorClass: perm.ErrorClass, Error: perm.Msg}
 }
 
 // fromDatabase reports whether PostgreSQL raised the error (classify), as

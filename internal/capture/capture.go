@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +33,9 @@ type Config struct {
 	PollInterval time.Duration // pause when the outbox is drained
 	ReportEvery  time.Duration // how often progress and backlog are logged
 	PublishGrace time.Duration // how long a publish under way may finish after stop
+	// Newest reads the newest change in Kafka, to tell a source restored to
+	// an earlier state (see establishEpoch); nil skips that check.
+	Newest Newest
 }
 
 // Publisher is the part of a Kafka writer capture uses.
@@ -47,6 +51,7 @@ type Capture struct {
 	log       *slog.Logger
 	readSQL   string
 	published int64
+	epoch     Epoch // zero until established by the first Step
 }
 
 // New installs the capture trigger on every configured table and returns a
@@ -111,7 +116,13 @@ func (c *Capture) Run(ctx context.Context) error {
 }
 
 // Step publishes one batch of outbox rows and returns how many it published.
+// The first Step establishes the epoch the events carry.
 func (c *Capture) Step(ctx context.Context) (int, error) {
+	if c.epoch.Epoch == 0 {
+		if err := c.establishEpoch(ctx); err != nil {
+			return 0, err
+		}
+	}
 	rows, err := c.pool.Query(ctx, c.readSQL, c.cfg.BatchSize)
 	if err != nil {
 		return 0, fmt.Errorf("read outbox: %w", err)
@@ -127,7 +138,7 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 	)
 	_, err = pgx.ForEachRow(rows, []any{&ev.ActionID, &ev.Table, &op, &key, &bef, &aft, &ev.CommitTime}, func() error {
 		ev.Op, ev.Key, ev.Before, ev.After = event.Op(op), json.RawMessage(key), raw(bef), raw(aft)
-		ev.SchemaVersion = event.CurrentSchemaVersion
+		ev.Source, ev.Epoch, ev.SchemaVersion = c.epoch.Source, c.epoch.Epoch, event.CurrentSchemaVersion
 		value, err := event.Encode(ev)
 		if err != nil {
 			return fmt.Errorf("encode action_id %d: %w", ev.ActionID, err)
@@ -149,13 +160,43 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 	if err := c.pub.WriteMessages(pctx, msgs...); err != nil {
 		return 0, fmt.Errorf("publish %d events from action_id %d: %w", len(msgs), ids[0], err)
 	}
-	if _, err := c.pool.Exec(pctx, `DELETE FROM cdcflow.outbox WHERE action_id = ANY($1)`, ids); err != nil {
+	// The delete records how far the epoch is published, so that a source
+	// restored to an earlier state can be told from one stopped between
+	// Kafka's ack and this delete (see establishEpoch).
+	if _, err := c.pool.Exec(pctx, `WITH published AS (DELETE FROM cdcflow.outbox WHERE action_id = ANY($1))
+		UPDATE cdcflow.capture_epoch SET published_through = greatest(published_through, $2)`, ids, slices.Max(ids)); err != nil {
 		// Published but not deleted: they will be published again.
 		return 0, fmt.Errorf("delete %d published outbox rows: %w", len(ids), err)
 	}
 	c.published += int64(len(ids))
 	return len(ids), nil
 }
+
+func (c *Capture) establishEpoch(ctx context.Context) error {
+	tx, err := c.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("establish the capture epoch: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	epoch, reason, err := establishEpoch(ctx, tx, c.cfg.Newest, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("establish the capture epoch: %w", err)
+	}
+	if reason != "" {
+		c.log.Warn("capture starts a new epoch", "source", epoch.Source, "epoch", epoch.Epoch, "reason", reason)
+	} else {
+		c.log.Info("capture goes on in its epoch", "source", epoch.Source, "epoch", epoch.Epoch)
+	}
+	c.epoch = epoch
+	return nil
+}
+
+// Epoch returns the source and epoch of the events capture publishes (zero
+// before the first Step).
+func (c *Capture) Epoch() Epoch { return c.epoch }
 
 func raw(s *string) json.RawMessage {
 	if s == nil {

@@ -139,6 +139,7 @@ type ApplyOutcome struct {
 // FailedEvent is an event of a batch that failed for a permanent reason.
 type FailedEvent struct {
 	Index      int        `json:"index"` // position in the batch
+	Epoch      int64      `json:"epoch,omitempty"`
 	ActionID   int64      `json:"action_id"`
 	Table      string     `json:"table"`
 	ErrorClass ErrorClass `json:"error_class"`
@@ -154,6 +155,7 @@ type FailedEvent struct {
 type DeadLetterRecord struct {
 	ID              string     `json:"id"`
 	Group           string     `json:"group"` // the DeadLetter workflow that holds it
+	Epoch           int64      `json:"epoch,omitempty"`
 	ActionID        int64      `json:"action_id,omitempty"`
 	Topic           string     `json:"topic"`
 	Partition       int        `json:"partition"`
@@ -174,8 +176,14 @@ type DeadLetterRecord struct {
 	Message []byte `json:"message,omitempty"`
 }
 
-// DeadLetterID is the ID of the dead letter of the change with actionID.
-func DeadLetterID(actionID int64) string { return fmt.Sprintf("dlq-%d", actionID) }
+// DeadLetterID is the ID of the dead letter of the change epoch and
+// actionID: dlq-<action_id> in epoch 0, dlq-<epoch>-<action_id> after.
+func DeadLetterID(epoch, actionID int64) string {
+	if epoch == 0 {
+		return fmt.Sprintf("dlq-%d", actionID)
+	}
+	return fmt.Sprintf("dlq-%d-%d", epoch, actionID)
+}
 
 // PoisonDeadLetterID is the ID of the dead letter of an undecodable message,
 // which has no action_id: it is named by its place in Kafka.

@@ -43,11 +43,11 @@ func (s *Store) Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]Reco
 		if msg == nil {
 			msg = []byte{} // an empty or null Kafka record: recorded as empty
 		}
-		batch.Queue(`INSERT INTO cdcflow.dead_letters (id, group_id, action_id, topic, kafka_partition, kafka_offset,
+		batch.Queue(`INSERT INTO cdcflow.dead_letters (id, group_id, epoch, action_id, topic, kafka_partition, kafka_offset,
 				table_name, error_class, error, attempts, first_failed_at, last_failed_at, batch_workflow_id, batch_run_id, message)
-			VALUES ($1, $2, NULLIF($3, 0), $4, $5, $6, NULLIF($7, ''), $8, $9, $10, $11, $12, $13, $14, $15)
+			VALUES ($1, $2, CASE WHEN $4 <> 0 THEN $3::bigint END, NULLIF($4, 0), $5, $6, $7, NULLIF($8, ''), $9, $10, $11, $12, $13, $14, $15, $16)
 			ON CONFLICT (id) DO NOTHING`,
-			rec.ID, rec.Group, rec.ActionID, rec.Topic, rec.Partition, rec.Offset, rec.Table, string(rec.ErrorClass),
+			rec.ID, rec.Group, rec.Epoch, rec.ActionID, rec.Topic, rec.Partition, rec.Offset, rec.Table, string(rec.ErrorClass),
 			rec.Error, rec.Attempts, rec.FirstFailure, rec.LastFailure, rec.BatchWorkflowID, rec.BatchRunID, msg)
 	}
 	batch.Queue(`SELECT id, group_id, state, published_at FROM cdcflow.dead_letters WHERE id = ANY($1)`, ids)

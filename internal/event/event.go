@@ -34,6 +34,13 @@ const CurrentSchemaVersion = 1
 // Event is one row change. Key, After and Before stay raw JSON objects: the
 // apply path hands them to PostgreSQL, which converts values to column types.
 type Event struct {
+	// Epoch and ActionID identify the change: ActionID increases in the
+	// order changes were made within an epoch of the source, and a new epoch
+	// (a restored source, a capture set up again) orders after the ones
+	// before. Events of producers that know no epochs have epoch 0. Source
+	// names the source database (capture's source_id), when known.
+	Source        string          `json:"source,omitempty"`
+	Epoch         int64           `json:"epoch,omitempty"`
 	ActionID      int64           `json:"action_id"`
 	Table         string          `json:"table"`
 	Op            Op              `json:"op"`
@@ -108,6 +115,8 @@ func invalid(field, format string, args ...any) error {
 // wire mirrors Event with every member optional so that a missing member can
 // be told apart from a zero value.
 type wire struct {
+	Source        *string         `json:"source"`
+	Epoch         json.RawMessage `json:"epoch"`
 	ActionID      json.RawMessage `json:"action_id"`
 	Table         *string         `json:"table"`
 	Op            *string         `json:"op"`
@@ -139,6 +148,14 @@ func Decode(data []byte) (Event, error) {
 
 	var ev Event
 	var err error
+	if w.Source != nil {
+		ev.Source = *w.Source
+	}
+	if w.Epoch != nil && string(w.Epoch) != "null" {
+		if ev.Epoch, err = integer("epoch", w.Epoch); err != nil {
+			return Event{}, err
+		}
+	}
 	if ev.ActionID, err = integer("action_id", w.ActionID); err != nil {
 		return Event{}, err
 	}

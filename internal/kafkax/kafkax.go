@@ -111,3 +111,64 @@ func CreateTopics(ctx context.Context, brokers []string, topics map[string]int32
 	}
 	return nil
 }
+
+// LastMessages returns up to n of the newest messages of each partition of
+// topic: none when the topic does not exist.
+func LastMessages(ctx context.Context, brokers []string, topic string, n int) ([]kafka.Message, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("connect to Kafka at %s: %w", brokers[0], err)
+	}
+	defer conn.Close()
+	parts, err := conn.ReadPartitions(topic)
+	if errors.Is(err, kafka.UnknownTopicOrPartition) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read partitions of %s: %w", topic, err)
+	}
+	var out []kafka.Message
+	for _, p := range parts {
+		msgs, err := lastOfPartition(ctx, brokers[0], topic, p.ID, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+	}
+	return out, nil
+}
+
+func lastOfPartition(ctx context.Context, broker, topic string, partition, n int) ([]kafka.Message, error) {
+	conn, err := kafka.DialLeader(ctx, "tcp", broker, topic, partition)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the leader of %s[%d]: %w", topic, partition, err)
+	}
+	defer conn.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(deadline)
+	}
+	first, last, err := conn.ReadOffsets()
+	if err != nil {
+		return nil, fmt.Errorf("read offsets of %s[%d]: %w", topic, partition, err)
+	}
+	from := max(first, last-int64(n))
+	if from >= last {
+		return nil, nil
+	}
+	if _, err := conn.Seek(from, kafka.SeekAbsolute); err != nil {
+		return nil, fmt.Errorf("seek %s[%d] to %d: %w", topic, partition, from, err)
+	}
+	var out []kafka.Message
+	for {
+		m, err := conn.ReadMessage(2 * MaxMessageBytes)
+		if err != nil {
+			return nil, fmt.Errorf("read %s[%d]: %w", topic, partition, err)
+		}
+		if m.Offset >= from {
+			out = append(out, m)
+		}
+		if m.Offset >= last-1 {
+			return out, nil
+		}
+	}
+}

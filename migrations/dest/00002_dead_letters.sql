@@ -6,6 +6,7 @@
 CREATE TABLE cdcflow.dead_letters (
     id                text        PRIMARY KEY,
     group_id          text        NOT NULL,
+    epoch             bigint,                 -- the change's source epoch and action_id,
     action_id         bigint,                 -- NULL for a message that did not decode
     topic             text        NOT NULL,
     kafka_partition   integer     NOT NULL,

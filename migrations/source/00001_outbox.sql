@@ -19,6 +19,25 @@ CREATE TABLE cdcflow.outbox (
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- The epoch capture publishes in: every event carries it, and the destination
+-- orders and deduplicates changes by (epoch, action_id). Capture starts a new
+-- epoch, greater than any before, when this row is missing (a first start, or
+-- the cdcflow schema created again), when the source is another cluster or on
+-- another timeline than the one recorded (restored or cloned), or when Kafka
+-- holds a change of this epoch past published_through that the outbox does
+-- not hold (restored to an earlier state). Deleting the row forces a new
+-- epoch at the next start.
+CREATE TABLE cdcflow.capture_epoch (
+    only_row          boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
+    source_id         uuid        NOT NULL DEFAULT gen_random_uuid(), -- events name their source by it
+    epoch             bigint      NOT NULL,   -- microseconds since 1970 when it began
+    system_identifier text        NOT NULL,   -- '' where the role may not read it
+    timeline          bigint      NOT NULL,   -- 0 likewise
+    published_through bigint      NOT NULL DEFAULT 0, -- highest action_id of this epoch published and deleted
+    began_at          timestamptz NOT NULL DEFAULT now(),
+    reason            text        NOT NULL
+);
+
 -- capture_row is the row trigger. Its first argument is the name of the
 -- table the trigger was installed on (schema.table), the others are the
 -- primary-key columns. The name is an argument because a partitioned table's
@@ -104,4 +123,5 @@ $$;
 -- +goose Down
 DROP FUNCTION cdcflow.capture_table(regclass);
 DROP FUNCTION cdcflow.capture_row();
+DROP TABLE cdcflow.capture_epoch;
 DROP TABLE cdcflow.outbox;
