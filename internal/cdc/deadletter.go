@@ -82,6 +82,9 @@ type DeadLetterStatus struct {
 type ReplayInput struct {
 	Message json.RawMessage `json:"message"`
 	After   json.RawMessage `json:"after,omitempty"`
+	// Claim locates the full event when Message is the manifest of a large
+	// change (DeadLetterRecord.Claim).
+	Claim *ClaimCheck `json:"claim,omitempty"`
 }
 
 // Settlement is the input of the Settle activity: the decision taken on a
