@@ -347,6 +347,10 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 			orphans++
 		}
 	}
+	if orphans > 0 {
+		pp.p.log.Info("skipped chunks of abandoned runs", "partition", pp.partition,
+			"first_offset", batch[0].offset, "last_offset", batch[len(batch)-1].offset, "chunks", orphans)
+	}
 	in, events := pp.p.batchInput(pp.partition, batch)
 	if in.EventCount == 0 && len(in.Poison) == 0 {
 		// Chunks only (of abandoned runs, or of a manifest in a later
@@ -380,9 +384,6 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 	}
 	pp.p.Stats.Poison.Add(int64(len(in.Poison)))
 	pp.p.Stats.OrphanChunks.Add(int64(orphans))
-	if orphans > 0 {
-		pp.p.log.Info("skipped chunks of abandoned runs", "workflow_id", id, "chunks", orphans)
-	}
 	pp.commit(in, commit)
 	if run == nil {
 		<-pp.inFlight
