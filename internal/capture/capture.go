@@ -39,6 +39,11 @@ type Config struct {
 	// cdcflow.oversized_changes. A before image alone above it is left out
 	// of the event (the apply needs only the key and the after image).
 	MaxChangeBytes int
+	// ReadBytes bounds the row images one step holds in memory (0:
+	// DefaultReadBytes): a step stops reading at the row that passes it (it
+	// reads one row at least), and the next reads fewer rows, until steps
+	// fit again.
+	ReadBytes int
 }
 
 // Publisher is the part of a Kafka writer capture uses.
@@ -59,16 +64,14 @@ type Capture struct {
 	parked    int64
 }
 
-// readBudget bounds the row images one step holds in memory: a step stops
-// reading at the row that passes it (it reads one row at least), and the
-// next reads fewer rows, until steps fit again.
-const readBudget = 64 << 20
-
 // New installs the capture trigger on every configured table and returns a
 // Capture ready to Run. The source must have the source migrations applied.
 func New(ctx context.Context, pool *pgxpool.Pool, pub Publisher, cfg Config, log *slog.Logger) (*Capture, error) {
 	if cfg.MaxChangeBytes <= 0 {
 		cfg.MaxChangeBytes = DefaultMaxChangeBytes
+	}
+	if cfg.ReadBytes <= 0 {
+		cfg.ReadBytes = DefaultReadBytes
 	}
 	for _, t := range cfg.Tables {
 		norm, err := event.NormalizeTable(t)
@@ -96,8 +99,11 @@ func New(ctx context.Context, pool *pgxpool.Pool, pub Publisher, cfg Config, log
 	return c, nil
 }
 
-// DefaultMaxChangeBytes is the default of Config.MaxChangeBytes.
-const DefaultMaxChangeBytes = 8 << 20
+// Defaults of Config.MaxChangeBytes and Config.ReadBytes.
+const (
+	DefaultMaxChangeBytes = 8 << 20
+	DefaultReadBytes      = 64 << 20
+)
 
 // Run publishes until ctx is cancelled. A failed step (database or Kafka
 // unavailable) is retried with capped backoff; nothing is deleted from the
@@ -241,8 +247,8 @@ func (c *Capture) publish(ctx context.Context, msgs []kafka.Message) error {
 	return c.pub.WriteMessages(pctx, msgs...)
 }
 
-// read reads the next outbox rows, at most c.limit and about readBudget
-// bytes of row images, and adapts the limit of the next read.
+// read reads the next outbox rows, at most c.limit and about ReadBytes of
+// row images, and adapts the limit of the next read.
 func (c *Capture) read(ctx context.Context) ([]event.Event, error) {
 	rows, err := c.pool.Query(ctx, c.readSQL, c.limit)
 	if err != nil {
@@ -260,7 +266,7 @@ func (c *Capture) read(ctx context.Context) ([]event.Event, error) {
 	)
 	budget := false
 	for rows.Next() {
-		if bytes >= readBudget {
+		if bytes >= c.cfg.ReadBytes {
 			budget = true
 			break
 		}

@@ -35,7 +35,7 @@ func (r *recorder) WriteMessages(_ context.Context, msgs ...kafka.Message) error
 // written before its manifest, counts bytea by its bytes, leaves out a
 // before image above the limit, and parks a change whose new row is above
 // the limit: its mark is published and its outbox row moves to
-// oversized_changes.
+// oversized_changes. A step reads about ReadBytes of row images.
 func TestLargeChanges(t *testing.T) {
 	ctx := context.Background()
 	dsn := testenv.NewDatabase(t, "capture")
@@ -52,7 +52,7 @@ func TestLargeChanges(t *testing.T) {
 	}
 	pub := &recorder{}
 	c, err := capture.New(ctx, pool, pub, capture.Config{Tables: []string{"docs"}, BatchSize: 100, PollInterval: time.Millisecond,
-		ReportEvery: time.Hour, PublishGrace: 10 * time.Second, MaxChangeBytes: 2 << 20}, slog.New(slog.DiscardHandler))
+		ReportEvery: time.Hour, PublishGrace: 10 * time.Second, MaxChangeBytes: 2 << 20, ReadBytes: 1 << 20}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +69,7 @@ func TestLargeChanges(t *testing.T) {
 			t.Fatalf("%s: %v", sql, err)
 		}
 	}
+	var steps []int
 	for {
 		n, err := c.Step(ctx)
 		if err != nil {
@@ -77,6 +78,13 @@ func TestLargeChanges(t *testing.T) {
 		if n == 0 {
 			break
 		}
+		steps = append(steps, n)
+	}
+	// A step stops reading at the row that passes 1 MiB of images: the
+	// first after two rows, the others after one (each of rows 3 to 7
+	// passes it alone).
+	if diff := cmp.Diff([]int{2, 1, 1, 1, 1, 1}, steps); diff != "" {
+		t.Errorf("rows published per step (-want +got):\n%s", diff)
 	}
 
 	// What reached Kafka, write by write: a manifest always comes in a
