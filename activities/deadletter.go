@@ -3,11 +3,14 @@ package activities
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/deadletter"
@@ -37,21 +40,40 @@ type Publisher interface {
 type DeadLetters struct {
 	Store     DeadLetterStore
 	Publisher Publisher      // writes to the DLQ topic
+	Chunks    ChunkFetcher   // reads the chunks of large changes
 	Applier   BatchApplier   // replays parked changes
 	Metrics   *metrics.Apply // nil records nothing
 }
 
 // Park records the changes of a batch that failed and publishes them to the
-// DLQ topic, all at once. It is idempotent: a retried call finds the records
-// and publishes only what had not been. It returns the records each group's
-// DeadLetter workflow holds, without their messages and with the changed
-// row's key: a change parked before by another group, or decided already,
-// is left out.
+// DLQ topic, all at once. A large change is recorded as its full event, read
+// from its chunks, and published as its manifest (the DLQ topic takes no
+// larger messages than the change topic); when its chunks are gone it is
+// recorded as its manifest. It is idempotent: a retried call finds the
+// records and publishes only what had not been. It returns the records each
+// group's DeadLetter workflow holds, without their messages and with the
+// changed row's key: a change parked before by another group, or decided
+// already, is left out.
 func (d *DeadLetters) Park(ctx context.Context, recs []cdc.DeadLetterRecord) ([]cdc.DeadLetterRecord, error) {
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	found, err := d.Store.Record(ctx, recs)
+	stored := slices.Clone(recs)
+	for i, rec := range recs {
+		if rec.Claim == nil {
+			continue
+		}
+		full, err := ResolveClaim(ctx, d.Chunks, rec.Message, rec.Claim)
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.NonRetryable() {
+			continue // the manifest is all there is
+		}
+		if err != nil {
+			return nil, err
+		}
+		stored[i].Message = full
+	}
+	found, err := d.Store.Record(ctx, stored)
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +142,7 @@ func (d *DeadLetters) ReplayChanges(ctx context.Context, in cdc.ReplayInput) ([]
 			results[i].ErrorClass, results[i].Error = cdc.ClassInvalidEvent, "no such dead letter"
 			continue
 		}
-		ev, err := event.Decode(msg)
+		ev, err := event.DecodeWhole(msg) // a large change is recorded whole
 		if err == nil && in.After != nil {
 			ev, err = withAfter(ev, in.After)
 		}

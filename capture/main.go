@@ -37,11 +37,12 @@ func run(ctx context.Context, args []string) error {
 	defer writer.Close()
 
 	c, err := capture.New(ctx, pool, writer, capture.Config{
-		Tables:       cfg.Tables,
-		BatchSize:    cfg.BatchSize,
-		PollInterval: cfg.PollInterval,
-		ReportEvery:  cfg.ReportEvery,
-		PublishGrace: 10 * time.Second,
+		Tables:         cfg.Tables,
+		BatchSize:      cfg.BatchSize,
+		PollInterval:   cfg.PollInterval,
+		ReportEvery:    cfg.ReportEvery,
+		PublishGrace:   10 * time.Second,
+		MaxChangeBytes: cfg.MaxChangeBytes,
 		Newest: func(ctx context.Context, source string) (event.Event, bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("capture started", "tables", cfg.Tables, "topic", cfg.Topic, "brokers", cfg.Brokers)
+	log.Info("capture started", "tables", cfg.Tables, "topic", cfg.Topic, "brokers", cfg.Brokers, "max_change_bytes", cfg.MaxChangeBytes)
 	err = c.Run(ctx)
 	log.Info("capture stopped", "published", c.Published())
 	return err

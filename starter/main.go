@@ -42,6 +42,6 @@ func run(ctx context.Context, args []string) error {
 	log.Info("starter stopped", "batches_started", p.Stats.BatchesStarted.Load(),
 		"batches_existing", p.Stats.BatchesExisted.Load(), "messages", p.Stats.Messages.Load(),
 		"redelivered", p.Stats.Redelivered.Load(),
-		"poison", p.Stats.Poison.Load())
+		"poison", p.Stats.Poison.Load(), "orphan_chunks", p.Stats.OrphanChunks.Load())
 	return err
 }

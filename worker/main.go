@@ -67,8 +67,12 @@ func run(ctx context.Context, args []string) error {
 	defer tc.Close()
 	w := worker.New(tc, cfg.TaskQueue, worker.Options{MaxConcurrentActivityExecutionSize: cfg.Activities})
 	workflows.Register(w)
-	w.RegisterActivity(&activities.Apply{Applier: apl, Metrics: m})
-	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Applier: apl, Metrics: m})
+	// Large changes travel as chunks in the change topic; the apply reads
+	// them from there by the offsets the starter claimed, and parking reads
+	// them to record the full change.
+	chunks := kafkax.NewChunkReader(cfg.Brokers)
+	w.RegisterActivity(&activities.Apply{Applier: apl, Chunks: chunks, Metrics: m})
+	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Chunks: chunks, Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
 	w.RegisterActivity(&activities.Bookkeeping{Pruner: apl, Horizon: cfg.RedeliveryHorizon})

@@ -95,8 +95,10 @@ func execute(ctx workflow.Context, result any, activity any, args ...any) error 
 const MaxRetryPause = time.Minute
 
 // ApplyBatch applies one batch to the destination. It never decodes the
-// events: they go to the apply activity as they came. Events that fail for a
-// permanent reason are tried MaxAttempts times in all, then parked: in the
+// events: they go to the apply activity as they came, with the claims of
+// large ones, whose full events the activity reads from Kafka. Events that
+// fail for a permanent reason are tried MaxAttempts times in all (those
+// whose class is final once), then parked: in the
 // DLQ topic, the dead_letters table, and a DeadLetter workflow each, which
 // outlives the batch and waits for a person's decision.
 func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cdc.BatchSummary, error) {
@@ -160,7 +162,8 @@ func (b *batch) poisonRecords(ctx workflow.Context) []cdc.DeadLetterRecord {
 
 // applyWithRetries applies the events, then retries the ones that failed,
 // alone: an event failing for a permanent reason until MaxAttempts tries in
-// all, one failing for an ordering-dependent reason (a foreign key whose row
+// all (a final class, such as ChangeTooLarge, not again), one failing for an
+// ordering-dependent reason (a foreign key whose row
 // has not arrived, a column a migration is adding) until the ordering
 // window has passed, with a growing pause between tries. It returns the
 // events it gave up on.
@@ -182,16 +185,21 @@ func (b *batch) applyWithRetries(ctx workflow.Context, events event.Batch) ([]cd
 			}
 		}
 		var out cdc.ApplyOutcome
-		if err := execute(ctx, &out, apply.ApplyEvents, events, only); err != nil {
+		if err := execute(ctx, &out, apply.ApplyEvents, events, only, b.in.BatchClaims()); err != nil {
 			return nil, b.applyError(err)
 		}
 		b.summary.Counts = b.summary.Counts.Add(out.Counts)
 		only = only[:0]
 		elapsed := workflow.Now(ctx).Sub(b.firstFailure)
 		for _, f := range out.Failed {
-			retry := attempt < b.in.MaxAttempts
-			if f.ErrorClass.OrderingDependent() {
+			var retry bool
+			switch {
+			case f.ErrorClass.Final():
+				retry = false
+			case f.ErrorClass.OrderingDependent():
 				retry = elapsed < window
+			default:
+				retry = attempt < b.in.MaxAttempts
 			}
 			if retry {
 				only = append(only, f.Index)
@@ -237,7 +245,7 @@ func (b *batch) failureRecords(ctx workflow.Context, events event.Batch, failed 
 		if f.Index < len(raws) {
 			rec.Message = raws[f.Index]
 		}
-		rec.FirstFailure, rec.LastFailure = b.firstFailure, now
+		rec.FirstFailure, rec.LastFailure, rec.Claim = b.firstFailure, now, f.Claim
 		out = append(out, rec)
 	}
 	return out, nil
@@ -282,7 +290,7 @@ func (b *batch) batchRecords(ctx workflow.Context, events event.Batch) ([]cdc.De
 		if i < len(b.in.Offsets) {
 			rec.Offset = b.in.Offsets[i]
 		}
-		rec.FirstFailure, rec.LastFailure, rec.Message = now, now, raw
+		rec.FirstFailure, rec.LastFailure, rec.Message, rec.Claim = now, now, raw, b.in.BatchClaims().Check(i)
 		out = append(out, rec)
 	}
 	return out, nil

@@ -24,7 +24,7 @@ func TestApplyBatchParksPoisonAndSummarizes(t *testing.T) {
 	env := newEnv(t)
 	parked := parkedRecords(env)
 	events := batchOf(t, 5)
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).
 		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 4, Duplicates: 1}}, nil).Once()
 	in := cdc.BatchInput{Topic: "t", Partition: 2, FirstOffset: 10, LastOffset: 15, EventCount: 5, Offsets: []int64{10, 11, 13, 14, 15},
 		Poison: []cdc.Poison{{Offset: 12, Value: []byte("{"), Size: 1, Error: "invalid change event: unexpected EOF"}}}
@@ -51,7 +51,7 @@ func TestApplyBatchParksPoisonAndSummarizes(t *testing.T) {
 // activity's error type and the batch's place in Kafka.
 func TestApplyBatchFailsOnUnretryableError(t *testing.T) {
 	env := newEnv(t)
-	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything, mock.Anything).
 		Return(cdc.ApplyOutcome{}, temporal.NewNonRetryableApplicationError("batch is not a JSON array", string(cdc.ClassInvalidEvent), nil)).Once()
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 5, LastOffset: 9, EventCount: 5}, event.Batch("x"))
 	var appErr *temporal.ApplicationError
@@ -69,10 +69,10 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	events := batchOf(t, 3)
 	failed := cdc.FailedEvent{Index: 1, ActionID: 2, Table: "public.x", ErrorClass: cdc.ClassConstraint,
 		Error: `new row for relation "x" violates check constraint "positive"`}
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).
 		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}, Failed: []cdc.FailedEvent{failed}}, nil).Once()
 	// The later tries are of the failed event alone.
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{1}).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{1}, noClaims).
 		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{failed}}, nil).Twice()
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 5, LastOffset: 7, EventCount: 3,
 		Offsets: []int64{5, 6, 7}}, events)
@@ -102,14 +102,52 @@ func TestApplyBatchRetriesFailedEventsThenParksThem(t *testing.T) {
 	}
 }
 
+// TestApplyBatchParksFinalClassesAtOnce: a change too large to publish and
+// a large change whose chunks expired are parked after one try, with the
+// claim of the large one, while the batch's claims reach the activity.
+func TestApplyBatchParksFinalClassesAtOnce(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 3)
+	claims := []cdc.Claim{{Index: 2, Offsets: []int64{3, 4, 5}}}
+	check := &cdc.ClaimCheck{Topic: "t", Partition: 1, Offsets: []int64{3, 4, 5}}
+	tooLarge := cdc.FailedEvent{Index: 0, ActionID: 1, Table: demo.Table, ErrorClass: cdc.ClassChangeTooLarge, Error: "too large"}
+	expired := cdc.FailedEvent{Index: 2, ActionID: 3, Table: demo.Table, ErrorClass: cdc.ClassClaimExpired, Error: "gone", Claim: check}
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), &cdc.BatchClaims{Topic: "t", Partition: 1, Claims: claims}).
+		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}, Failed: []cdc.FailedEvent{tooLarge, expired}}, nil).Once()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", Partition: 1, FirstOffset: 1, LastOffset: 6, EventCount: 3,
+		Offsets: []int64{1, 2, 6}, Claims: claims, MaxAttempts: 5}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	groups := []string{"dlq-default-test-workflow-id-public.employees-ChangeTooLarge", "dlq-default-test-workflow-id-public.employees-ClaimExpired"}
+	if diff := cmp.Diff(cdc.BatchSummary{Events: 3, Counts: cdc.Counts{Applied: 1}, Failed: 2, DeadLetters: groups}, got); diff != "" {
+		t.Fatalf("summary (-want +got):\n%s", diff)
+	}
+	raws, err := events.Elements()
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := cdc.DeadLetterRecord{Topic: "t", Partition: 1, Attempts: 1, BatchWorkflowID: "default-test-workflow-id"}
+	wantTooLarge, wantExpired := record, record
+	wantTooLarge.ID, wantTooLarge.Group, wantTooLarge.ActionID, wantTooLarge.Offset, wantTooLarge.Table = "dlq-1", groups[0], 1, 1, demo.Table
+	wantTooLarge.ErrorClass, wantTooLarge.Error, wantTooLarge.Message = tooLarge.ErrorClass, tooLarge.Error, raws[0]
+	wantExpired.ID, wantExpired.Group, wantExpired.ActionID, wantExpired.Offset, wantExpired.Table = "dlq-3", groups[1], 3, 6, demo.Table
+	wantExpired.ErrorClass, wantExpired.Error, wantExpired.Message, wantExpired.Claim = expired.ErrorClass, expired.Error, raws[2], check
+	if diff := cmp.Diff([]cdc.DeadLetterRecord{wantTooLarge, wantExpired}, *parked, ignoreTimes); diff != "" {
+		t.Fatalf("parked (-want +got):\n%s", diff)
+	}
+}
+
 // TestApplyBatchRetryThatPasses: an event that fails once for a permanent
 // reason and then applies (the cause was fixed meanwhile) is not parked.
 func TestApplyBatchRetryThatPasses(t *testing.T) {
 	env := newEnv(t)
 	events := batchOf(t, 2)
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1},
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1},
 		Failed: []cdc.FailedEvent{{Index: 0, ActionID: 1, ErrorClass: cdc.ClassConstraint}}}, nil).Once()
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}}, nil).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}, noClaims).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}}, nil).Once()
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 2, MaxAttempts: 5}, events)
 	var got cdc.BatchSummary
 	if err := env.GetWorkflowResult(&got); err != nil {
@@ -143,9 +181,9 @@ func TestApplyBatchAllPoison(t *testing.T) {
 func TestApplyBatchRetriesTransientErrors(t *testing.T) {
 	env := newEnv(t)
 	events := batchOf(t, 3)
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{}, errors.New("connection refused")).Once()
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{}, errors.New("deadlock detected")).Once()
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 3}}, nil).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(cdc.ApplyOutcome{}, errors.New("connection refused")).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(cdc.ApplyOutcome{}, errors.New("deadlock detected")).Once()
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 3}}, nil).Once()
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 3}, events)
 	var got cdc.BatchSummary
 	if err := env.GetWorkflowResult(&got); err != nil {
@@ -163,7 +201,7 @@ func TestApplyBatchRetryPausesAreCapped(t *testing.T) {
 	parked := parkedRecords(env)
 	events := batchOf(t, 1)
 	failed := cdc.FailedEvent{Index: 0, ActionID: 1, Table: "public.employees", ErrorClass: cdc.ClassConstraint, Error: "violates check"}
-	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything).Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{failed}}, nil).Times(10)
+	env.OnActivity(apply.ApplyEvents, mock.Anything, mock.Anything, mock.Anything, mock.Anything).Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{failed}}, nil).Times(10)
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 1, Offsets: []int64{0}, MaxAttempts: 10}, events)
 	if err := env.GetWorkflowError(); err != nil {
 		t.Fatal(err)
@@ -181,8 +219,8 @@ func TestApplyBatchOutlastsTheLocalBudget(t *testing.T) {
 	env := newEnv(t)
 	events := batchOf(t, 2)
 	var local, regular int
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).Return(
-		func(ctx context.Context, _ event.Batch, _ []int) (cdc.ApplyOutcome, error) {
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(
+		func(ctx context.Context, _ event.Batch, _ []int, _ *cdc.BatchClaims) (cdc.ApplyOutcome, error) {
 			if activity.GetInfo(ctx).IsLocalActivity {
 				local++
 				return cdc.ApplyOutcome{}, errors.New("connection refused")
@@ -251,11 +289,11 @@ func TestApplyBatchOrderingWindow(t *testing.T) {
 	events := batchOf(t, 3)
 	fk := cdc.FailedEvent{Index: 0, ActionID: 1, Table: demo.Table, ErrorClass: cdc.ClassForeignKey, Error: "violates foreign key"}
 	check := cdc.FailedEvent{Index: 1, ActionID: 2, Table: demo.Table, ErrorClass: cdc.ClassConstraint, Error: "violates check"}
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil)).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).
 		Return(cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}, Failed: []cdc.FailedEvent{fk, check}}, nil).Once()
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0, 1}).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0, 1}, noClaims).
 		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{fk, check}}, nil).Twice()
-	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}).
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int{0}, noClaims).
 		Return(cdc.ApplyOutcome{Failed: []cdc.FailedEvent{fk}}, nil).Times(8)
 	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 3, Offsets: []int64{0, 1, 2},
 		MaxAttempts: 3, OrderingWindowSeconds: 300}, events)

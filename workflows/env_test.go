@@ -50,6 +50,10 @@ func parkedRecords(env *testsuite.TestWorkflowEnvironment) *[]cdc.DeadLetterReco
 	return &parked
 }
 
+// noClaims is the claims argument of ApplyEvents for a batch without large
+// events.
+var noClaims = (*cdc.BatchClaims)(nil)
+
 // batchOf returns n encoded demo inserts with action_ids 1..n.
 func batchOf(t *testing.T, n int) event.Batch {
 	t.Helper()

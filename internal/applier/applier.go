@@ -192,6 +192,15 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 	plans := map[string]*tablePlan{}
 	colSets := map[string]map[string]bool{}
 	for _, ev := range events {
+		// Stand-ins carry no row image: the activity resolves a manifest
+		// before it applies, and a change too large was never published.
+		switch {
+		case ev.TooLarge != nil:
+			return nil, &PermanentError{ErrorClass: cdc.ClassChangeTooLarge, ActionID: ev.ActionID, Msg: TooLargeMessage(ev)}
+		case ev.Chunks != nil:
+			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID,
+				Msg: "a manifest cannot be applied before its chunks are read"}
+		}
 		p := plans[ev.Table]
 		if p == nil {
 			if !a.allowed[ev.Table] {
@@ -237,6 +246,14 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 	}
 	slices.SortFunc(out, func(x, y *tablePlan) int { return strings.Compare(x.info.name, y.info.name) })
 	return out, nil
+}
+
+// TooLargeMessage is the error of a change capture did not publish because
+// a row image exceeded its limit: it says where the change is kept.
+func TooLargeMessage(ev event.Event) string {
+	return fmt.Sprintf("%s of %s %s: a row image of %d bytes exceeds capture's limit of %d bytes (CDCFLOW_MAX_CHANGE_BYTES); "+
+		"the change was not published and is kept on the source in cdcflow.oversized_changes (action_id %d)",
+		ev.Op, ev.Table, ev.Key, ev.TooLarge.Bytes, ev.TooLarge.Limit, ev.ActionID)
 }
 
 func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {

@@ -3,22 +3,18 @@ package capture
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 	"github.com/cdcflow/cdcflow/migrations"
+	"github.com/segmentio/kafka-go"
 )
-
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // TestEpoch walks a source through what changes its epoch, and what does not.
 func TestEpoch(t *testing.T) {
@@ -143,8 +139,8 @@ func TestStepStampsTheEpoch(t *testing.T) {
 	if _, err := pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text)`); err != nil {
 		t.Fatal(err)
 	}
-	pub := &recorder{}
-	c, err := New(ctx, pool, pub, Config{Tables: []string{"t"}, BatchSize: 100, PublishGrace: time.Minute}, discard())
+	pub := &kept{}
+	c, err := New(ctx, pool, pub, Config{Tables: []string{"t"}, BatchSize: 100, PublishGrace: time.Minute, MaxChangeBytes: DefaultMaxChangeBytes}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +155,8 @@ func TestStepStampsTheEpoch(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT epoch, source_id::text FROM cdcflow.capture_epoch`).Scan(&epoch, &source); err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range pub.values {
+	for _, m := range slices.Concat(pub.writes...) {
+		v := m.Value
 		ev, err := event.Decode(v)
 		if err != nil || ev.Epoch != epoch || epoch == 0 || ev.Source != source {
 			t.Fatalf("event %s (%v), want source %s, epoch %d", v, err, source, epoch)
@@ -167,14 +164,10 @@ func TestStepStampsTheEpoch(t *testing.T) {
 	}
 }
 
-// recorder keeps what capture publishes.
-type recorder struct{ values [][]byte }
+// kept keeps what capture publishes.
+type kept struct{ writes [][]kafka.Message }
 
-func (r *recorder) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
-	for _, m := range msgs {
-		r.values = append(r.values, m.Value)
-	}
+func (k *kept) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	k.writes = append(k.writes, msgs)
 	return nil
 }
-
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

@@ -45,7 +45,10 @@ func BatchDigest(values [][]byte) string {
 
 // BatchInput describes one batch of messages from one Kafka partition, as the
 // starter cut it. Its events travel beside it, as the workflow's second
-// argument; those and Poison together cover every offset of the range.
+// argument; those, Poison and chunk messages together cover every offset of
+// the range. A chunk message is a slice of a large event: it is not an event
+// of the batch, but is named by the Claim of its event's manifest, or is an
+// orphan (a run capture abandoned), skipped.
 type BatchInput struct {
 	Topic       string   `json:"topic"`
 	Partition   int      `json:"partition"`
@@ -54,6 +57,10 @@ type BatchInput struct {
 	EventCount  int      `json:"event_count"`
 	Offsets     []int64  `json:"offsets,omitempty"` // Kafka offset of each event
 	Poison      []Poison `json:"poison,omitempty"`
+	// Claims name the chunk messages of the batch's manifests, so that the
+	// worker reads the full events from the topic; their bytes never travel
+	// through Temporal.
+	Claims []Claim `json:"claims,omitempty"`
 	// MaxAttempts is how often an event failing for a permanent reason is
 	// tried before it is dead-lettered (0: DefaultMaxAttempts).
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -65,6 +72,55 @@ type BatchInput struct {
 	// without completing too often, parks every event of the batch for a
 	// person instead of applying it.
 	ParkReason string `json:"park_reason,omitempty"`
+}
+
+// Claim locates the full event of a manifest: the manifest is the batch's
+// event at Index, its chunks are at Offsets (in chunk order) of the batch's
+// partition.
+type Claim struct {
+	Index   int     `json:"index"`
+	Offsets []int64 `json:"offsets"`
+}
+
+// BatchClaims is what the apply activity needs to read the full events of a
+// batch's manifests.
+type BatchClaims struct {
+	Topic     string  `json:"topic"`
+	Partition int     `json:"partition"`
+	Claims    []Claim `json:"claims"`
+}
+
+// BatchClaims returns the claims of the batch for the apply activity, nil
+// when it has none.
+func (in BatchInput) BatchClaims() *BatchClaims {
+	if len(in.Claims) == 0 {
+		return nil
+	}
+	return &BatchClaims{Topic: in.Topic, Partition: in.Partition, Claims: in.Claims}
+}
+
+// Check returns where the chunks of the event at index are, nil when it
+// has none.
+func (c *BatchClaims) Check(index int) *ClaimCheck {
+	if c == nil {
+		return nil
+	}
+	for _, cl := range c.Claims {
+		if cl.Index == index {
+			return &ClaimCheck{Topic: c.Topic, Partition: c.Partition, Offsets: cl.Offsets}
+		}
+	}
+	return nil
+}
+
+// ClaimCheck locates the chunks of one large change in Kafka, in chunk
+// order: a failed or parked change whose message is a manifest carries it,
+// so that its full event can be read (activities.ResolveClaim) for as long
+// as the topic keeps it.
+type ClaimCheck struct {
+	Topic     string  `json:"topic"`
+	Partition int     `json:"partition"`
+	Offsets   []int64 `json:"offsets"`
 }
 
 // Registered name of the workflow that finds batch workflows closed without
@@ -146,6 +202,9 @@ type FailedEvent struct {
 	Error      string     `json:"error"`
 	// Attempts is how often the event was tried, once it was given up.
 	Attempts int `json:"attempts,omitempty"`
+	// Claim locates the chunks of a large change, whose manifest is the
+	// event in the batch.
+	Claim *ClaimCheck `json:"claim,omitempty"`
 }
 
 // DeadLetterRecord is one parked change and why it was parked: a row of the
@@ -171,9 +230,12 @@ type DeadLetterRecord struct {
 	// Key is the changed row's key, for checking a corrected row image.
 	Key json.RawMessage `json:"key,omitempty"`
 	// Message is the Kafka message value as received: the change event, or
-	// for an undecodable message the bytes kept of it. It is left out of the
-	// DeadLetter workflow's input.
-	Message []byte `json:"message,omitempty"`
+	// for an undecodable message the bytes kept of it. For a large change
+	// the batch holds its manifest; Park records the full event, read from
+	// the chunks Claim locates, and publishes the manifest to the DLQ topic.
+	// It is left out of the DeadLetter workflow's input.
+	Message []byte      `json:"message,omitempty"`
+	Claim   *ClaimCheck `json:"claim,omitempty"`
 }
 
 // DeadLetterID is the ID of the dead letter of the change epoch and

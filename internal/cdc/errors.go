@@ -20,7 +20,14 @@ const (
 	ClassConstraint      ErrorClass = "ConstraintViolation" // SQLSTATE class 23 but for the two below: a CHECK, NOT NULL, exclusion
 	ClassSchema          ErrorClass = "SchemaMismatch"      // SQLSTATE class 42 but for the two below, 0A000; a table without a primary key
 	ClassRejected        ErrorClass = "DestinationRejected" // any other SQLSTATE that is not transient: P0001 from a trigger, 21000, 54000 ...
-	ClassInvalidEvent    ErrorClass = "InvalidEvent"        // the message is not a valid change event
+	ClassInvalidEvent    ErrorClass = "InvalidEvent"        // the message is not a valid change event, or a large change's chunks do not match its manifest
+	// ClassChangeTooLarge: a row image of the change exceeded capture's
+	// limit (CDCFLOW_MAX_CHANGE_BYTES); the change was not published, its
+	// outbox row is kept in the source's cdcflow.oversized_changes.
+	ClassChangeTooLarge ErrorClass = "ChangeTooLarge"
+	// ClassClaimExpired: the chunks of a large change are no longer in the
+	// change topic (retention deleted them before the change was applied).
+	ClassClaimExpired ErrorClass = "ClaimExpired"
 	// ClassBatchFailed: the change's batch workflow closed without
 	// completing again and again (see cdc.BatchInput.ParkReason).
 	ClassBatchFailed ErrorClass = "BatchFailed"
@@ -33,6 +40,16 @@ const (
 	ClassUndefinedTable  ErrorClass = "UndefinedTable"      // 42P01, or the destination table does not exist yet
 	ClassUnknownColumn   ErrorClass = "UnknownColumn"       // 42703, or the destination table lacks a column yet
 )
+
+// Final reports whether trying a change failing with c again cannot help:
+// such a change is parked at once.
+func (c ErrorClass) Final() bool {
+	switch c {
+	case ClassInvalidEvent, ClassChangeTooLarge, ClassClaimExpired:
+		return true
+	}
+	return false
+}
 
 // OrderingDependent reports whether a later change, a destination
 // migration or a configuration change rolling out (a table added to the

@@ -87,6 +87,8 @@ type Capture struct {
 	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
 	ReportEvery  time.Duration `envconfig:"CDCFLOW_CAPTURE_REPORT" default:"10s" desc:"how often progress and outbox backlog are logged"`
 	Migrate      bool          `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply source migrations (outbox, trigger function) at start"`
+	// MaxChangeBytes bounds a row image; see capture.Config.MaxChangeBytes.
+	MaxChangeBytes int `envconfig:"CDCFLOW_MAX_CHANGE_BYTES" default:"8388608" desc:"largest row image of a change that is published (its JSON, bytea counted by its bytes); a change whose new row is larger is parked on the source in cdcflow.oversized_changes and dead-lettered as ChangeTooLarge"`
 }
 
 // LoadWorker reads the worker's settings.
@@ -130,7 +132,9 @@ func LoadCapture() (Capture, error) {
 		return firstBroken(c.Conn, &c.Tables,
 			rule{"CDCFLOW_CAPTURE_BATCH", c.BatchSize, within(c.BatchSize, 1, 100000), "want 1..100000"},
 			rule{"CDCFLOW_CAPTURE_POLL", c.PollInterval, c.PollInterval > 0, "want a positive duration such as 20ms"},
-			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"})
+			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"},
+			rule{"CDCFLOW_MAX_CHANGE_BYTES", c.MaxChangeBytes, within(c.MaxChangeBytes, 1024, event.MaxChangeBytesLimit),
+				fmt.Sprintf("want 1024..%d bytes (1 KiB to 64 MiB)", event.MaxChangeBytesLimit)})
 	})
 }
 

@@ -69,7 +69,8 @@ func (l *ledger) add(o ledger) {
 }
 
 // chaosTables are replicated besides employees: an identity key, a
-// partitioned table and rows from 1 byte to 256 KiB.
+// partitioned table and rows from 1 byte to 4 MiB (those above 512 KiB
+// travel as chunks).
 const chaosTables = `
 CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner text, balance int);
 CREATE TABLE readings (day date, sensor int, value int, PRIMARY KEY (day, sensor)) PARTITION BY RANGE (day);
@@ -306,7 +307,7 @@ func chaosWrite(ctx context.Context, pool *pgxpool.Pool, rng *rand.Rand) bool {
 		sql = `INSERT INTO readings VALUES ($1, $2, $3) ON CONFLICT (day, sensor) DO UPDATE SET value = EXCLUDED.value`
 		args = []any{day, rng.IntN(5), rng.IntN(1000)}
 	default:
-		size := 1 << rng.IntN(19) // 1 B .. 256 KiB
+		size := 1 << rng.IntN(23) // 1 B .. 4 MiB
 		sql = `INSERT INTO blobs VALUES ($1, repeat(md5($3::text), $2 / 32 + 1)) ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body`
 		args = []any{rng.IntN(50), size, rng.Int()}
 	}

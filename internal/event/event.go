@@ -24,9 +24,28 @@ const (
 	OpDelete Op = "delete"
 )
 
-// MaxEventBytes bounds one encoded event. A bigger change cannot travel in a
-// batch below Temporal's 2 MB payload limit, so it is rejected at decode time.
+// MaxEventBytes bounds one encoded event as one Kafka message and one batch
+// element: a bigger message cannot travel in a batch below Temporal's 2 MB
+// payload limit, so it is rejected at decode time. Capture never writes one:
+// an event larger than ChunkBytes travels as chunks and a manifest (see
+// Chunks).
 const MaxEventBytes = 1536 << 10
+
+// ChunkBytes is the size of the chunks a large encoded event is cut into,
+// and the largest event capture publishes whole. It is small against a
+// batch (CDCFLOW_BATCH_MAX_BYTES, 1 MiB by default) so that events near it
+// still share batches, and against a Kafka record batch (2 MiB) so that a
+// produce request carries a few chunks.
+const ChunkBytes = 512 << 10
+
+// MaxChangeBytesLimit is the highest limit capture may set on a row image
+// (CDCFLOW_MAX_CHANGE_BYTES).
+const MaxChangeBytesLimit = 64 << 20
+
+// MaxAssembledBytes bounds an event reassembled from its chunks: two row
+// images at MaxChangeBytesLimit, each up to twice that as JSON (bytea
+// travels as hex), and the envelope.
+const MaxAssembledBytes = 4*MaxChangeBytesLimit + 1<<20
 
 // CurrentSchemaVersion is the envelope version this build writes.
 const CurrentSchemaVersion = 1
@@ -49,6 +68,13 @@ type Event struct {
 	Before        json.RawMessage `json:"before,omitempty"`
 	CommitTime    time.Time       `json:"commit_time"`
 	SchemaVersion int             `json:"schema_version"`
+	// Chunks, set on a manifest, says where the full event is: the event
+	// was too large for one message and travels in chunk messages before
+	// the manifest, which carries everything but the row images.
+	Chunks *Chunks `json:"chunks,omitempty"`
+	// TooLarge, set instead of the row images, marks a change whose row
+	// image exceeded capture's limit: capture parked it on the source.
+	TooLarge *TooLarge `json:"too_large,omitempty"`
 
 	// Column names of Key and After, found by Decode; see KeyColumns.
 	keyVals, afterVals map[string]json.RawMessage
@@ -112,6 +138,22 @@ func invalid(field, format string, args ...any) error {
 	return &Error{Field: field, Reason: fmt.Sprintf(format, args...)}
 }
 
+// Chunks describes the chunk messages of a large event: Count messages
+// whose values, joined in order, are the encoded event, Bytes long, with the
+// SHA-256 digest SHA256 (lowercase hex).
+type Chunks struct {
+	Count  int    `json:"count"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+// TooLarge says by how much a change exceeded capture's limit: Bytes is the
+// size of its largest row image, Limit the limit (CDCFLOW_MAX_CHANGE_BYTES).
+type TooLarge struct {
+	Bytes int64 `json:"bytes"`
+	Limit int64 `json:"limit"`
+}
+
 // wire mirrors Event with every member optional so that a missing member can
 // be told apart from a zero value.
 type wire struct {
@@ -125,12 +167,31 @@ type wire struct {
 	Before        json.RawMessage `json:"before"`
 	CommitTime    *string         `json:"commit_time"`
 	SchemaVersion json.RawMessage `json:"schema_version"`
+	Chunks        json.RawMessage `json:"chunks"`
+	TooLarge      json.RawMessage `json:"too_large"`
 }
 
-// Decode parses and validates one encoded event.
+// Decode parses and validates one encoded event as it travels in one
+// message: a change, a manifest of a large change (Chunks set, no row
+// images), or the mark of a change too large to publish (TooLarge set, no
+// row images).
 func Decode(data []byte) (Event, error) {
-	if len(data) > MaxEventBytes {
-		return Event{}, invalid("", "event is %d bytes, limit is %d", len(data), MaxEventBytes)
+	return decode(data, MaxEventBytes, true)
+}
+
+// DecodeWhole parses and validates an event that does not travel as one
+// message: one reassembled from its chunks, or one with a corrected row
+// image. It may be up to MaxAssembledBytes, and cannot be a manifest or a
+// mark.
+func DecodeWhole(data []byte) (Event, error) {
+	return decode(data, MaxAssembledBytes, false)
+}
+
+// decode parses and validates an encoded event of at most limit bytes;
+// stand-ins (manifests and marks) are accepted only when standIns is set.
+func decode(data []byte, limit int, standIns bool) (Event, error) {
+	if len(data) > limit {
+		return Event{}, invalid("", "event is %d bytes, limit is %d", len(data), limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
@@ -177,7 +238,11 @@ func Decode(data []byte) (Event, error) {
 	if ev.Key, ev.keyVals, err = object("key", w.Key, true); err != nil {
 		return Event{}, err
 	}
-	if ev.After, ev.afterVals, err = object("after", w.After, ev.Op != OpDelete); err != nil {
+	if ev.Chunks, ev.TooLarge, err = standIn(w, standIns); err != nil {
+		return Event{}, err
+	}
+	imageless := ev.Chunks != nil || ev.TooLarge != nil
+	if ev.After, ev.afterVals, err = object("after", w.After, ev.Op != OpDelete && !imageless); err != nil {
 		return Event{}, err
 	}
 	if ev.Op == OpDelete && ev.After != nil {
@@ -185,6 +250,17 @@ func Decode(data []byte) (Event, error) {
 	}
 	if ev.Before, _, err = object("before", w.Before, false); err != nil {
 		return Event{}, err
+	}
+	if imageless && (ev.After != nil || ev.Before != nil) {
+		field := "after"
+		if ev.After == nil {
+			field = "before"
+		}
+		what := "a manifest (the row images travel in its chunks)"
+		if ev.TooLarge != nil {
+			what = "the mark of a change too large to publish"
+		}
+		return Event{}, invalid(field, "must be absent in %s", what)
 	}
 	if w.CommitTime == nil {
 		return Event{}, invalid("commit_time", "missing")
@@ -201,6 +277,83 @@ func Decode(data []byte) (Event, error) {
 	}
 	ev.SchemaVersion = int(v)
 	return ev, nil
+}
+
+// standIn parses the members that make an event stand for another: chunks
+// (a manifest) and too_large (the mark of a change capture parked).
+func standIn(w wire, allowed bool) (*Chunks, *TooLarge, error) {
+	hasChunks := len(w.Chunks) > 0 && string(w.Chunks) != "null"
+	hasTooLarge := len(w.TooLarge) > 0 && string(w.TooLarge) != "null"
+	switch {
+	case !hasChunks && !hasTooLarge:
+		return nil, nil, nil
+	case !allowed && hasChunks:
+		return nil, nil, invalid("chunks", "a reassembled event cannot be a manifest")
+	case !allowed:
+		return nil, nil, invalid("too_large", "a reassembled event cannot be a mark")
+	case hasChunks && hasTooLarge:
+		return nil, nil, invalid("chunks", "a manifest cannot also be marked too_large")
+	case hasChunks:
+		c, err := chunks(w.Chunks)
+		return c, nil, err
+	}
+	var m struct{ Bytes, Limit json.RawMessage }
+	if err := json.Unmarshal(w.TooLarge, &m); err != nil {
+		return nil, nil, invalid("too_large", "want an object with bytes and limit")
+	}
+	bytes, err := integer("too_large.bytes", m.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	limit, err := integer("too_large.limit", m.Limit)
+	if err != nil {
+		return nil, nil, err
+	}
+	if bytes <= limit {
+		return nil, nil, invalid("too_large", "bytes %d is within the limit %d", bytes, limit)
+	}
+	return nil, &TooLarge{Bytes: bytes, Limit: limit}, nil
+}
+
+func chunks(raw json.RawMessage) (*Chunks, error) {
+	var m struct {
+		Count, Bytes json.RawMessage
+		SHA256       *string `json:"sha256"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, invalid("chunks", "want an object with count, bytes and sha256")
+	}
+	count, err := integer("chunks.count", m.Count)
+	if err != nil {
+		return nil, err
+	}
+	bytes, err := integer("chunks.bytes", m.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case bytes > MaxAssembledBytes:
+		return nil, invalid("chunks.bytes", "%d exceeds the limit of a reassembled event, %d", bytes, MaxAssembledBytes)
+	case count > bytes:
+		return nil, invalid("chunks.count", "%d chunks cannot hold %d bytes", count, bytes)
+	case m.SHA256 == nil:
+		return nil, invalid("chunks.sha256", "missing")
+	case !isSHA256(*m.SHA256):
+		return nil, invalid("chunks.sha256", "want 64 lowercase hex digits, got %q", *m.SHA256)
+	}
+	return &Chunks{Count: int(count), Bytes: bytes, SHA256: *m.SHA256}, nil
+}
+
+func isSHA256(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // integer parses a positive JSON integer that fits in an int64.

@@ -91,6 +91,27 @@ func TestDecodeRejects(t *testing.T) {
 		{"future schema_version", repl(`"schema_version":1`, `"schema_version":2`), "schema_version: unsupported version 2"},
 		{"zero schema_version", repl(`"schema_version":1`, `"schema_version":0`), "schema_version: want a positive 64-bit integer, got 0"},
 		{"oversized", `{"action_id":1,"pad":"` + strings.Repeat("x", MaxEventBytes) + `"}`, "limit is 1572864"},
+		{"manifest with after", repl(`"schema_version":1`, `"schema_version":1,"chunks":`+chunksOK),
+			"after: must be absent in a manifest (the row images travel in its chunks)"},
+		{"manifest with before", manifest(`"before":{"emp_id":1},`), "before: must be absent in a manifest"},
+		{"manifest of no chunks", manifestWith(`{"count":0,"bytes":900000,"sha256":"` + sum0 + `"}`),
+			"chunks.count: want a positive 64-bit integer, got 0"},
+		{"manifest of too many chunks", manifestWith(`{"count":10,"bytes":9,"sha256":"` + sum0 + `"}`),
+			"chunks.count: 10 chunks cannot hold 9 bytes"},
+		{"manifest of a string count", manifestWith(`{"count":"2","bytes":900000,"sha256":"` + sum0 + `"}`),
+			`chunks.count: want a positive 64-bit integer, got "2"`},
+		{"manifest without bytes", manifestWith(`{"count":2,"sha256":"` + sum0 + `"}`), "chunks.bytes: missing"},
+		{"manifest of a huge event", manifestWith(`{"count":2,"bytes":999999999999,"sha256":"` + sum0 + `"}`),
+			"chunks.bytes: 999999999999 exceeds the limit of a reassembled event"},
+		{"manifest without sha256", manifestWith(`{"count":2,"bytes":900000}`), "chunks.sha256: missing"},
+		{"manifest with a short sha256", manifestWith(`{"count":2,"bytes":900000,"sha256":"abc"}`),
+			`chunks.sha256: want 64 lowercase hex digits, got "abc"`},
+		{"manifest as an array", manifestWith(`[2]`), "chunks: want an object with count, bytes and sha256"},
+		{"manifest marked too large", manifest(`"too_large":{"bytes":9,"limit":8},`), "chunks: a manifest cannot also be marked too_large"},
+		{"mark within the limit", mark(`{"bytes":8,"limit":8}`), "too_large: bytes 8 is within the limit 8"},
+		{"mark without a limit", mark(`{"bytes":8}`), "too_large.limit: missing"},
+		{"mark with an image", strings.Replace(mark(`{"bytes":9,"limit":8}`), `"op":"insert",`, `"op":"insert","after":{"emp_id":1},`, 1),
+			"after: must be absent in the mark of a change too large to publish"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -105,18 +126,77 @@ func TestDecodeRejects(t *testing.T) {
 	}
 }
 
+// sum0 is a well-formed SHA-256 (of nothing).
+const sum0 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+const chunksOK = `{"count":2,"bytes":900000,"sha256":"` + sum0 + `"}`
+
+// manifest returns a manifest of an insert with extra members spliced in.
+func manifest(extra string) string {
+	return `{"action_id":9,"table":"public.employees","op":"insert","key":{"emp_id":1},` + extra +
+		`"commit_time":"2026-11-25T10:00:00Z","schema_version":1,"chunks":` + chunksOK + `}`
+}
+
+// manifestWith returns a manifest whose chunks member is chunks.
+func manifestWith(chunks string) string {
+	return strings.Replace(manifest(""), chunksOK, chunks, 1)
+}
+
+// mark returns the mark of an insert too large to publish.
+func mark(tooLarge string) string {
+	return `{"action_id":9,"table":"public.employees","op":"insert","key":{"emp_id":1},` +
+		`"commit_time":"2026-11-25T10:00:00Z","schema_version":1,"too_large":` + tooLarge + `}`
+}
+
+// TestDecodeStandIns: a manifest and a mark carry no row image, even for an
+// insert, and decode with everything else checked as in any event.
+func TestDecodeStandIns(t *testing.T) {
+	ev, err := Decode([]byte(manifest("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Chunks{Count: 2, Bytes: 900000, SHA256: sum0}
+	if ev.Op != OpInsert || ev.After != nil || ev.TooLarge != nil || *ev.Chunks != *want {
+		t.Fatalf("decoded %+v, chunks %+v", ev, ev.Chunks)
+	}
+	ev, err = Decode([]byte(mark(`{"bytes":9437184,"limit":8388608}`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.After != nil || ev.Chunks != nil || *ev.TooLarge != (TooLarge{Bytes: 9437184, Limit: 8388608}) {
+		t.Fatalf("decoded %+v, too_large %+v", ev, ev.TooLarge)
+	}
+	// The rest of the envelope is checked as in any event.
+	if _, err := Decode([]byte(strings.Replace(manifest(""), `"op":"insert"`, `"op":"upsert"`, 1))); err == nil ||
+		!strings.Contains(err.Error(), `op: unknown op "upsert"`) {
+		t.Fatalf("a manifest with a bad op: %v", err)
+	}
+	if _, err := Decode([]byte(strings.Replace(manifest(""), `"key":{"emp_id":1},`, ``, 1))); err == nil ||
+		!strings.Contains(err.Error(), "key: missing") {
+		t.Fatalf("a manifest without a key: %v", err)
+	}
+	// A reassembled event is a change, never a stand-in.
+	if _, err := DecodeWhole([]byte(manifest(""))); err == nil || !strings.Contains(err.Error(), "chunks: a reassembled event cannot be a manifest") {
+		t.Fatalf("DecodeWhole of a manifest: %v", err)
+	}
+}
+
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte(`{"action_id":8,"table":"t","op":"delete","key":{"k":1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`))
 	f.Add([]byte(`{"action_id":1e3}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(manifest("")))
+	f.Add([]byte(mark(`{"bytes":9,"limit":8}`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, err := Decode(data)
 		if err != nil {
 			return
 		}
 		// Whatever is accepted must be a complete event that survives a round trip.
-		if ev.ActionID <= 0 || ev.Table == "" || ev.Key == nil || (ev.Op != OpDelete && ev.After == nil) {
+		standIn := ev.Chunks != nil || ev.TooLarge != nil
+		if ev.ActionID <= 0 || ev.Table == "" || ev.Key == nil || (ev.Op != OpDelete && ev.After == nil && !standIn) ||
+			(standIn && (ev.After != nil || ev.Before != nil)) {
 			t.Fatalf("accepted an incomplete event %+v from %q", ev, data)
 		}
 		b, err := Encode(ev)

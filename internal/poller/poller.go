@@ -6,6 +6,7 @@ package poller
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,6 +52,7 @@ type Stats struct {
 	Messages       atomic.Int64 // messages in started or existing batches
 	Redelivered    atomic.Int64 // messages in batches whose workflow existed already
 	Poison         atomic.Int64 // undecodable messages passed on as poison
+	OrphanChunks   atomic.Int64 // chunk messages of runs capture abandoned, skipped
 }
 
 // Poller consumes one topic in a consumer group.
@@ -135,10 +137,37 @@ type partitionPoller struct {
 	partition int
 	inFlight  chan struct{} // one token per running workflow
 
-	msgs     []kafka.Message
-	bytes    int
-	deadline time.Time // when the pending batch is cut
+	pending  []entry     // read and not yet in a started batch, in offset order
+	events   int         // events and poison in pending: chunks are not events
+	bytes    int         // their bytes
+	deadline time.Time   // when the pending batch is cut
+	runs     kafkax.Runs // the chunk runs read, and which are open
 }
+
+// entry is a message read from the partition: an event, poison, or a chunk
+// of a large event (whose bytes the poller does not keep).
+type entry struct {
+	offset  int64
+	value   []byte // an event as received
+	poison  *cdc.Poison
+	chunk   bool
+	claimed bool    // a chunk named by a manifest's claim
+	claim   []int64 // a manifest's chunks
+}
+
+func (e entry) size() int {
+	if e.poison != nil {
+		return e.poison.Size
+	}
+	return len(e.value)
+}
+
+// abandonedRunAge is how much later than its latest chunk a message must
+// have been written for an open run to count as abandoned. Capture writes a
+// manifest within its publish timeout (10 s) after the run, or writes the
+// change again; a run that outlives this has lost its capture (and its
+// outbox row), and no longer holds the batches after it.
+const abandonedRunAge = time.Minute
 
 // run reads the partition from offset until stop (the poller is stopped) or
 // gen (the partition was revoked) ends.
@@ -165,7 +194,7 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 	}
 	for {
 		fctx, fcancel := ctx, context.CancelFunc(func() {})
-		if len(pp.msgs) > 0 {
+		if pp.events > 0 {
 			fctx, fcancel = context.WithDeadline(ctx, pp.deadline)
 		}
 		m, err := reader.FetchMessage(fctx)
@@ -185,40 +214,161 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 			}
 			continue
 		}
-		if len(pp.msgs) > 0 && pp.bytes+len(m.Value) > cfg.MaxBytes {
-			pp.flush(ctx)
+		pp.add(ctx, m)
+	}
+}
+
+// add takes one message into the pending batch, cutting batches when it
+// reaches its limits. A chunk message adds only its offset. A manifest
+// gets the offsets of its chunks (the last complete run of them read
+// before it), or becomes poison when there is none.
+func (pp *partitionPoller) add(ctx context.Context, m kafka.Message) {
+	cfg := pp.p.cfg
+	e, ev, chunk := pp.p.sort(pp.partition, m)
+	if !e.chunk && pp.events > 0 && pp.bytes+e.size() > cfg.MaxBytes {
+		pp.flush(ctx)
+	}
+	pp.runs.Abandon(m.Time, abandonedRunAge)
+	switch {
+	case e.chunk:
+		pp.runs.Add(chunk, m.Offset, m.Time)
+	case e.poison != nil:
+	case ev.Chunks != nil:
+		claim, ok := pp.runs.Claim(ev)
+		if !ok {
+			e = pp.p.poison(pp.partition, m, fmt.Errorf("manifest of action_id %d: its %d chunks (sha256 %s) are not in the batch: "+
+				"no complete run of them was read before offset %d", ev.ActionID, ev.Chunks.Count, ev.Chunks.SHA256, m.Offset))
+			break
 		}
-		if len(pp.msgs) == 0 {
-			pp.deadline = time.Now().Add(cfg.MaxWait)
+		e.claim = claim
+		pp.markClaimed(claim)
+	default:
+		pp.runs.Close(ev.ActionID) // published again whole: its chunks read so far are orphans
+	}
+	pp.pending = append(pp.pending, e)
+	if e.chunk {
+		return
+	}
+	if pp.events == 0 {
+		pp.deadline = time.Now().Add(cfg.MaxWait)
+	}
+	pp.events++
+	pp.bytes += e.size()
+	if pp.events >= cfg.MaxEvents {
+		pp.flush(ctx)
+	}
+}
+
+// markClaimed marks the pending chunks at offsets (ascending) as claimed.
+func (pp *partitionPoller) markClaimed(offsets []int64) {
+	i := 0
+	for j := range pp.pending {
+		if i == len(offsets) {
+			return
 		}
-		pp.msgs = append(pp.msgs, m)
-		pp.bytes += len(m.Value)
-		if len(pp.msgs) >= cfg.MaxEvents {
-			pp.flush(ctx)
+		if pp.pending[j].offset == offsets[i] {
+			pp.pending[j].claimed = true
+			i++
 		}
 	}
 }
 
-// flush starts the workflow for the pending batch and commits its offsets.
+// flush starts workflows for the pending messages that may be cut, and
+// commits their offsets. Nothing at or after the first chunk of an open run
+// is cut: the run carries over with what follows it to the next batch, so
+// that it travels with its manifest, and the committed offset stays before
+// it, so that a starter reading from there reads the run again.
 func (pp *partitionPoller) flush(ctx context.Context) {
-	if len(pp.msgs) == 0 {
-		return
+	for {
+		n := pp.cut()
+		if n == 0 {
+			break
+		}
+		batch := pp.pending[:n]
+		commit := pp.commitOffset(n)
+		pp.pending = append([]entry(nil), pp.pending[n:]...)
+		for _, e := range batch {
+			if !e.chunk {
+				pp.events--
+				pp.bytes -= e.size()
+			}
+		}
+		if !pp.start(ctx, batch, commit) {
+			return // stopped
+		}
 	}
-	msgs := pp.msgs
-	pp.msgs, pp.bytes = nil, 0
+	if pp.events > 0 {
+		pp.deadline = time.Now().Add(pp.p.cfg.MaxWait)
+	}
+}
+
+// cut returns how many pending messages the next batch takes: as many as
+// fit its limits, none at or after the first chunk of an open run.
+func (pp *partitionPoller) cut() int {
+	cfg := pp.p.cfg
+	hold, held := pp.runs.Hold()
+	n, events, bytes := 0, 0, 0
+	for i, e := range pp.pending {
+		if held && e.offset >= hold {
+			break
+		}
+		if !e.chunk {
+			if events > 0 && (events >= cfg.MaxEvents || bytes+e.size() > cfg.MaxBytes) {
+				break
+			}
+			events++
+			bytes += e.size()
+		}
+		n = i + 1
+	}
+	return n
+}
+
+// commitOffset is the offset to commit once the first n pending messages
+// are in a started batch: the next one, or the first chunk of a manifest
+// left for a later batch if that comes before (only when events lie between
+// a run and its manifest), so that a starter reading from the committed
+// offset finds every manifest's chunks.
+func (pp *partitionPoller) commitOffset(n int) int64 {
+	next := pp.pending[n-1].offset + 1
+	for _, e := range pp.pending[n:] {
+		if len(e.claim) > 0 && e.claim[0] < next {
+			next = e.claim[0]
+		}
+	}
+	return next
+}
+
+// start starts the workflow for one batch and commits commit. It reports
+// false when the poller was stopped before the start was accepted.
+func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int64) bool {
+	orphans := 0
+	for _, e := range batch {
+		if e.chunk && !e.claimed {
+			orphans++
+		}
+	}
+	if orphans > 0 {
+		pp.p.log.Info("skipped chunks of abandoned runs", "partition", pp.partition,
+			"first_offset", batch[0].offset, "last_offset", batch[len(batch)-1].offset, "chunks", orphans)
+	}
+	in, events := pp.p.batchInput(pp.partition, batch)
+	if in.EventCount == 0 && len(in.Poison) == 0 {
+		// Chunks only (of abandoned runs, or of a manifest in a later
+		// batch): no workflow to start, only offsets to commit.
+		pp.p.Stats.Messages.Add(int64(len(batch)))
+		pp.p.Stats.OrphanChunks.Add(int64(orphans))
+		pp.commit(in, commit)
+		return true
+	}
 
 	// Backpressure: wait for a running workflow of this partition to finish.
 	select {
 	case pp.inFlight <- struct{}{}:
 	case <-ctx.Done():
-		return
+		return false
 	}
-	in, events := pp.p.batchInput(pp.partition, msgs)
-	values := make([][]byte, len(msgs))
-	for i, m := range msgs {
-		values[i] = m.Value
-	}
-	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset, cdc.BatchDigest(values))
+	id := cdc.BatchWorkflowID(in.Topic, in.Partition, in.FirstOffset, in.LastOffset, digest(batch))
 
 	// A start under way finishes even if the poller is being stopped, so that
 	// what was started gets committed: its context ends StartGrace after ctx.
@@ -227,27 +377,33 @@ func (pp *partitionPoller) flush(ctx context.Context) {
 	run, err := pp.p.start(sctx, id, in, events)
 	if err != nil {
 		<-pp.inFlight // stopped before the start was accepted: nothing to commit
-		return
+		return false
 	}
-	pp.p.Stats.Messages.Add(int64(len(msgs)))
+	pp.p.Stats.Messages.Add(int64(len(batch)))
 	if run == nil {
-		pp.p.Stats.Redelivered.Add(int64(len(msgs)))
+		pp.p.Stats.Redelivered.Add(int64(len(batch)))
 	}
 	pp.p.Stats.Poison.Add(int64(len(in.Poison)))
-	next := map[string]map[int]int64{pp.p.cfg.Topic: {pp.partition: in.LastOffset + 1}}
-	if err := pp.gen.CommitOffsets(next); err != nil {
-		// The workflow runs regardless; the batch will be read again by
-		// whoever owns the partition next and its start deduplicated by ID.
-		pp.p.log.Warn("commit offsets failed", "partition", pp.partition, "offset", in.LastOffset, "error", err)
-	}
+	pp.p.Stats.OrphanChunks.Add(int64(orphans))
+	pp.commit(in, commit)
 	if run == nil {
 		<-pp.inFlight
-		return
+		return true
 	}
 	go func() {
 		defer func() { <-pp.inFlight }()
 		pp.p.await(ctx, run)
 	}()
+	return true
+}
+
+// commit commits offset next of the partition.
+func (pp *partitionPoller) commit(in cdc.BatchInput, next int64) {
+	if err := pp.gen.CommitOffsets(map[string]map[int]int64{pp.p.cfg.Topic: {pp.partition: next}}); err != nil {
+		// The workflow runs regardless; the batch will be read again by
+		// whoever owns the partition next and its start deduplicated by ID.
+		pp.p.log.Warn("commit offsets failed", "partition", pp.partition, "offset", next-1, "batch_last_offset", in.LastOffset, "error", err)
+	}
 }
 
 // await waits for a batch workflow to close, holding its in-flight slot. An
@@ -332,37 +488,81 @@ func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events
 	}
 }
 
-// batchInput checks that every message of a batch decodes; the good ones
-// form the batch's events as they were received, the others become poison.
-func (p *Poller) batchInput(partition int, msgs []kafka.Message) (cdc.BatchInput, event.Batch) {
+// sort tells what a message is: a chunk of a large event, an event (which it
+// decodes, and returns), or poison.
+func (p *Poller) sort(partition int, m kafka.Message) (entry, event.Event, kafkax.Chunk) {
+	c, isChunk, err := kafkax.ChunkOf(m.Headers)
+	if isChunk && err == nil {
+		return entry{offset: m.Offset, chunk: true}, event.Event{}, c
+	}
+	if err == nil {
+		var ev event.Event
+		if ev, err = event.Decode(m.Value); err == nil {
+			return entry{offset: m.Offset, value: m.Value}, ev, c
+		}
+	}
+	return p.poison(partition, m, err), event.Event{}, c
+}
+
+// poison makes an entry of a message that is not a valid event, keeping a
+// copy of up to PoisonValueLimit bytes of it.
+func (p *Poller) poison(partition int, m kafka.Message, err error) entry {
+	value := m.Value
+	if value == nil {
+		value = []byte{} // a null record value: kept as empty, never as a missing message
+	}
+	if len(value) > cdc.PoisonValueLimit {
+		value = value[:cdc.PoisonValueLimit]
+	}
+	p.log.Warn("undecodable message", "topic", p.cfg.Topic, "partition", partition, "offset", m.Offset, "error", err)
+	return entry{offset: m.Offset, poison: &cdc.Poison{Offset: m.Offset, Value: value, Size: len(m.Value),
+		Truncated: len(value) < len(m.Value), Error: err.Error()}}
+}
+
+// batchInput makes the input of a batch's workflow: the events as they were
+// received, their offsets and the claims of the manifests among them, and
+// the poison. Chunk messages only widen the offset range.
+func (p *Poller) batchInput(partition int, batch []entry) (cdc.BatchInput, event.Batch) {
 	in := cdc.BatchInput{
 		Topic:                 p.cfg.Topic,
 		Partition:             partition,
-		FirstOffset:           msgs[0].Offset,
-		LastOffset:            msgs[len(msgs)-1].Offset,
+		FirstOffset:           batch[0].offset,
+		LastOffset:            batch[len(batch)-1].offset,
 		MaxAttempts:           p.cfg.MaxAttempts,
 		OrderingWindowSeconds: int(p.cfg.OrderingWindow / time.Second),
-		Offsets:               make([]int64, 0, len(msgs)),
+		Offsets:               make([]int64, 0, len(batch)),
 	}
-	good := make([][]byte, 0, len(msgs))
-	for _, m := range msgs {
-		_, err := event.Decode(m.Value)
-		if err == nil {
-			good = append(good, m.Value)
-			in.Offsets = append(in.Offsets, m.Offset)
-			continue
+	good := make([][]byte, 0, len(batch))
+	for _, e := range batch {
+		switch {
+		case e.chunk:
+		case e.poison != nil:
+			in.Poison = append(in.Poison, *e.poison)
+		default:
+			if e.claim != nil {
+				in.Claims = append(in.Claims, cdc.Claim{Index: len(good), Offsets: e.claim})
+			}
+			good = append(good, e.value)
+			in.Offsets = append(in.Offsets, e.offset)
 		}
-		value := m.Value
-		if value == nil {
-			value = []byte{} // a null record value: kept as empty, never as a missing message
-		}
-		if len(value) > cdc.PoisonValueLimit {
-			value = value[:cdc.PoisonValueLimit]
-		}
-		in.Poison = append(in.Poison, cdc.Poison{Offset: m.Offset, Value: value, Size: len(m.Value),
-			Truncated: len(value) < len(m.Value), Error: err.Error()})
-		p.log.Warn("undecodable message", "topic", p.cfg.Topic, "partition", partition, "offset", m.Offset, "error", err)
 	}
 	in.EventCount = len(good)
 	return in, event.NewBatch(good)
+}
+
+// digest is the batch's cdc.BatchDigest: over each message's offset and the
+// value kept of it (a chunk's is its offset alone).
+func digest(batch []entry) string {
+	values := make([][]byte, len(batch))
+	for i, e := range batch {
+		v := binary.BigEndian.AppendUint64(nil, uint64(e.offset))
+		switch {
+		case e.poison != nil:
+			v = append(v, e.poison.Value...)
+		default:
+			v = append(v, e.value...)
+		}
+		values[i] = v
+	}
+	return cdc.BatchDigest(values)
 }

@@ -19,6 +19,26 @@ CREATE TABLE cdcflow.outbox (
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- oversized_changes keeps the changes capture did not publish because a row
+-- image exceeded its limit (CDCFLOW_MAX_CHANGE_BYTES): capture moves the
+-- outbox row here, in the transaction that deletes it from the outbox, after
+-- Kafka acknowledged the small event that marks the change as too large (it
+-- is dead-lettered as ChangeTooLarge). The row stays for a person to decide;
+-- cdcflow never reads it again.
+CREATE TABLE cdcflow.oversized_changes (
+    action_id    bigint      PRIMARY KEY,
+    table_name   text        NOT NULL,
+    op           text        NOT NULL,
+    key          jsonb       NOT NULL,
+    before       jsonb,
+    after        jsonb,
+    changed_at   timestamptz NOT NULL,
+    committed_at timestamptz NOT NULL,
+    size_bytes   bigint      NOT NULL, -- the largest row image, as capture counts it
+    limit_bytes  bigint      NOT NULL, -- CDCFLOW_MAX_CHANGE_BYTES when it was parked
+    parked_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
 -- The epoch capture publishes in: every event carries it, and the destination
 -- orders and deduplicates changes by (epoch, action_id). Capture starts a new
 -- epoch, greater than any before, when this row is missing (a first start, or
@@ -124,4 +144,5 @@ $$;
 DROP FUNCTION cdcflow.capture_table(regclass);
 DROP FUNCTION cdcflow.capture_row();
 DROP TABLE cdcflow.capture_epoch;
+DROP TABLE cdcflow.oversized_changes;
 DROP TABLE cdcflow.outbox;

@@ -1,0 +1,193 @@
+package poller_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/segmentio/kafka-go"
+	"go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/demo"
+	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/kafkax"
+	"github.com/cdcflow/cdcflow/internal/poller"
+	"github.com/cdcflow/cdcflow/internal/temporalx"
+	"github.com/cdcflow/cdcflow/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// TestChunkRunsStayWithTheirManifest: against the in-process broker and a
+// Temporal dev server (no worker: the batches' inputs are read from their
+// histories), a count cut that falls inside a run of chunks goes before the
+// run, and so does the committed offset; the run goes with its manifest to
+// the next batch, which claims its chunks. Chunks of an abandoned attempt
+// are skipped and counted, and a manifest without its chunks is poison.
+func TestChunkRunsStayWithTheirManifest(t *testing.T) {
+	const topic = "changes"
+	brokers, _ := testenv.NewKafka(t, map[string]int32{topic: 1})
+	tc := testenv.Dial(t, testenv.TemporalServer(t))
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	cfg := poller.Config{Conn: kafkax.Conn{Brokers: brokers, Topic: topic}, GroupID: "g-" + suffix, TaskQueue: "q-" + suffix,
+		MaxEvents: 3, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxInFlight: 10, SessionTimeout: 6 * time.Second, MaxAttempts: 3,
+		OrderingWindow: time.Minute}
+	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	w := kafkax.NewWriter(brokers, topic, kafkax.WriterOptions{})
+	defer w.Close()
+	write := func(msgs ...kafka.Message) {
+		t.Helper()
+		for _, m := range msgs { // one at a time: the order is the point
+			if err := w.WriteMessages(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	small := func(id int64) kafka.Message {
+		ev := demo.Event(id, event.OpInsert, demo.Employee{EmpID: int(id), FirstName: "Ada"})
+		v, err := event.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kafkax.Message(ev, v)
+	}
+	large := func(id int64) ([]kafka.Message, kafka.Message) {
+		ev := demo.Event(id, event.OpInsert, demo.Employee{EmpID: int(id), FirstName: strings.Repeat("n", 1200<<10)})
+		v, err := event.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks, manifest, err := kafkax.Messages(ev, v)
+		if err != nil || len(chunks) != 3 {
+			t.Fatalf("%d chunks, %v", len(chunks), err)
+		}
+		return chunks, manifest
+	}
+	committed := func() int64 {
+		c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+		resp, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: cfg.GroupID, Topics: map[string][]int{topic: {0}}})
+		if err != nil || len(resp.Topics[topic]) == 0 {
+			return -1
+		}
+		return resp.Topics[topic][0].CommittedOffset
+	}
+	waitCommitted := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for committed() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("committed offset %d, want %d", committed(), want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	started := func(first, last int64) (cdc.BatchInput, []int64) {
+		t.Helper()
+		// The ID ends in a digest of the batch's messages.
+		prefix := cdc.BatchWorkflowID(topic, 0, first, last, "")
+		resp, err := tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: fmt.Sprintf("WorkflowId STARTS_WITH '%s'", prefix)})
+		if err != nil || len(resp.Executions) != 1 {
+			t.Fatalf("batch %s*: %v, %v", prefix, resp, err)
+		}
+		id := resp.Executions[0].Execution.WorkflowId
+		iter := tc.GetWorkflowHistory(ctx, id, "", false, enums.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+		ev, err := iter.Next()
+		if err != nil {
+			t.Fatalf("batch %s: %v", id, err)
+		}
+		var in cdc.BatchInput
+		var batch event.Batch
+		if err := temporalx.DataConverter().FromPayloads(ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in, &batch); err != nil {
+			t.Fatal(err)
+		}
+		events, err := batch.Decode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := make([]int64, len(events))
+		for i, e := range events {
+			ids[i] = e.ActionID
+		}
+		return in, ids
+	}
+	check := func(in cdc.BatchInput, ids []int64, wantIDs []int64, want cdc.BatchInput) {
+		t.Helper()
+		want.Topic, want.MaxAttempts, want.OrderingWindowSeconds = topic, 3, 60
+		for i := range in.Poison {
+			in.Poison[i].Value = nil
+			if !strings.Contains(in.Poison[i].Error, want.Poison[i].Error) {
+				t.Errorf("poison %d: %q, want it to contain %q", i, in.Poison[i].Error, want.Poison[i].Error)
+			}
+			in.Poison[i].Error = want.Poison[i].Error
+		}
+		if diff := cmp.Diff(want, in); diff != "" {
+			t.Fatalf("batch input (-want +got):\n%s", diff)
+		}
+		if diff := cmp.Diff(wantIDs, ids); diff != "" {
+			t.Fatalf("action_ids of the batch (-want +got):\n%s", diff)
+		}
+	}
+
+	// Offsets 0..4: two events, two of the three chunks of action 3, and an
+	// event that makes three: the count cut goes before the run.
+	chunksA, manifestA := large(3)
+	write(small(1), small(2), chunksA[0], chunksA[1], small(4))
+	waitCommitted(2)
+	in, ids := started(0, 1)
+	check(in, ids, []int64{1, 2}, cdc.BatchInput{FirstOffset: 0, LastOffset: 1, EventCount: 2, Offsets: []int64{0, 1}})
+	time.Sleep(time.Second)
+	if c := committed(); c != 2 {
+		t.Fatalf("committed %d while the run is open, want 2", c)
+	}
+
+	// Offsets 5..7: the last chunk, the manifest, an event: the run went
+	// with its manifest.
+	write(chunksA[2], manifestA, small(5))
+	waitCommitted(8)
+	in, ids = started(2, 7)
+	check(in, ids, []int64{4, 3, 5}, cdc.BatchInput{FirstOffset: 2, LastOffset: 7, EventCount: 3, Offsets: []int64{4, 6, 7},
+		Claims: []cdc.Claim{{Index: 1, Offsets: []int64{2, 3, 5}}}})
+
+	// Offsets 8..14: the first chunk of an attempt that died, the whole run
+	// again, its manifest, a manifest whose chunks never came, an event.
+	chunksB, manifestB := large(6)
+	_, manifestC := large(7)
+	write(chunksB[0])
+	write(chunksB...)
+	write(manifestB, manifestC, small(8))
+	waitCommitted(15)
+	in, ids = started(8, 14)
+	c, err := event.Decode(manifestC.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(in, ids, []int64{6, 8}, cdc.BatchInput{FirstOffset: 8, LastOffset: 14, EventCount: 2, Offsets: []int64{12, 14},
+		Claims: []cdc.Claim{{Index: 0, Offsets: []int64{9, 10, 11}}},
+		Poison: []cdc.Poison{{Offset: 13, Size: len(manifestC.Value),
+			Error: "manifest of action_id 7: its 3 chunks (sha256 " + c.Chunks.SHA256 +
+				") are not in the batch: no complete run of them was read before offset 13"}}})
+	if got := [3]int64{p.Stats.BatchesStarted.Load(), p.Stats.OrphanChunks.Load(), p.Stats.Poison.Load()}; got != [3]int64{3, 1, 1} {
+		t.Fatalf("batches started, orphan chunks, poison: %v, want [3 1 1]", got)
+	}
+}
