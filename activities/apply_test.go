@@ -16,6 +16,7 @@ import (
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/applier"
 	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/deadletter"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
@@ -155,5 +156,57 @@ func TestApplyEventsReadsLargeChanges(t *testing.T) {
 	var appErr *temporal.ApplicationError
 	if !errors.As(err, &appErr) || appErr.Type() != string(cdc.ClassClaimExpired) || !appErr.NonRetryable() {
 		t.Fatalf("resolving an expired claim: %v, want a final ClaimExpired", err)
+	}
+
+	// Parked, a large change is recorded whole and published to the DLQ
+	// topic as its manifest (the topic takes no larger messages); one whose
+	// chunks are gone is recorded as its manifest. A replay reads the
+	// recorded change: here a duplicate, since it was applied above.
+	pub := &countingPublisher{w: kafkax.NewWriter(k.Brokers, "changes_dlq", kafkax.WriterOptions{AutoCreateTopic: true})}
+	defer pub.w.Close()
+	d := &activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: pub, Chunks: a.Chunks, Applier: apl}
+	now := time.Now()
+	rec := func(id string, actionID int64, message []byte, claim *cdc.ClaimCheck) cdc.DeadLetterRecord {
+		return cdc.DeadLetterRecord{ID: id, Group: "g", ActionID: actionID, Topic: "changes", Table: demo.Table,
+			ErrorClass: cdc.ClassConstraint, Error: "x", Attempts: 1, FirstFailure: now, LastFailure: now,
+			BatchWorkflowID: "b", BatchRunID: "r", Message: message, Claim: claim}
+	}
+	if _, err := d.Park(ctx, []cdc.DeadLetterRecord{
+		rec("dlq-1", 1, largeManifest, &cdc.ClaimCheck{Topic: "changes", Offsets: largeOffsets}),
+		rec("dlq-2", 2, expiringManifest, &cdc.ClaimCheck{Topic: "short", Offsets: expiringOffsets}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recorded := map[string][]byte{}
+	rows, err := pool.Query(ctx, `SELECT id, message FROM cdcflow.dead_letters`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		var msg []byte
+		if err := rows.Scan(&id, &msg); err != nil {
+			t.Fatal(err)
+		}
+		recorded[id] = msg
+	}
+	if string(recorded["dlq-1"]) != string(full) || string(recorded["dlq-2"]) != string(expiringManifest) {
+		t.Fatalf("recorded %d and %d bytes, want the full change (%d) and the manifest (%d)",
+			len(recorded["dlq-1"]), len(recorded["dlq-2"]), len(full), len(expiringManifest))
+	}
+	if pub.bytes > 2*len(largeManifest)+2*len(expiringManifest) {
+		t.Fatalf("%d bytes published to the DLQ topic, want the manifests only", pub.bytes)
+	}
+	env.RegisterActivity(d)
+	val, err := env.ExecuteActivity(d.ReplayChanges, cdc.ReplayInput{IDs: []string{"dlq-1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var results []cdc.ReplayResult
+	if err := val.Get(&results); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]cdc.ReplayResult{{ID: "dlq-1", Outcome: "duplicate: the change was applied before"}}, results); diff != "" {
+		t.Fatalf("replay of the parked large change (-want +got):\n%s", diff)
 	}
 }

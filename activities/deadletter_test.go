@@ -23,12 +23,15 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 // countingPublisher counts what reaches Kafka through it.
 type countingPublisher struct {
-	w    *kafka.Writer
-	sent int
+	w           *kafka.Writer
+	sent, bytes int
 }
 
 func (c *countingPublisher) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	c.sent += len(msgs)
+	for _, m := range msgs {
+		c.bytes += len(m.Value)
+	}
 	return c.w.WriteMessages(ctx, msgs...)
 }
 
