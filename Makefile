@@ -14,7 +14,7 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
 
-.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e chaos fuzz run tools clean
+.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e bench-storm bench-bookkeeping chaos fuzz run tools clean
 
 all: build
 
@@ -60,11 +60,19 @@ bench-apply: tools
 	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m .
 
 ## bench: all benchmarks
-bench: bench-apply bench-e2e
+bench: bench-apply bench-e2e bench-storm bench-bookkeeping
 
 ## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, trigger overhead
 bench-e2e: tools
 	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m .
+
+## bench-storm: a dead-letter storm: every change of a busy table failing, parked in groups, then one bulk replay
+bench-storm: tools
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkDeadLetterStorm -benchtime 1x -timeout 30m .
+
+## bench-bookkeeping: 1,000,000 changes applied while the bookkeeping is pruned; fails if it grows past its bound
+bench-bookkeeping: tools
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkBookkeeping -benchtime 1x -timeout 30m .
 
 CHAOS_RUNS ?= 100
 CHAOS_SEED ?= $(shell date +%s)

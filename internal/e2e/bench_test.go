@@ -90,3 +90,73 @@ func applyThroughPipeline(b *testing.B, events []event.Event, batch int, want st
 	p.assertDestination(want)
 	return float64(len(events)) / elapsed.Seconds()
 }
+
+// BenchmarkBookkeeping applies CDCFLOW_BENCH_BOOKKEEPING changes (default
+// 1,000,000; inserts, updates and deletes over 50,000 rows) to a destination
+// while the bookkeeping is pruned every second with a horizon of two seconds,
+// as the worker's Prune schedule does with its settings, and fails unless
+// processed_events and the tombstones stay within what the horizon allows:
+// the changes of the last horizon and pruning interval, twice over.
+func BenchmarkBookkeeping(b *testing.B) {
+	n := envInt("CDCFLOW_BENCH_BOOKKEEPING", 1000000)
+	const batch, every, horizon = 2000, time.Second, 2 * time.Second
+	events, want := demo.Generate(n, 50000, 11)
+	for range b.N {
+		ctx := context.Background()
+		pool, apl := testenv.NewDestination(b, applier.DefaultTimeouts)
+		var peakEvents, peakTombstones int64
+		sample := func() (int64, int64) {
+			var e, t int64
+			if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM cdcflow.processed_events),
+				(SELECT count(*) FROM cdcflow.row_versions WHERE deleted)`).Scan(&e, &t); err != nil {
+				b.Fatal(err)
+			}
+			return e, t
+		}
+		stop := make(chan struct{})
+		pruned := make(chan error, 1)
+		go func() {
+			tick := time.NewTicker(every)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					pruned <- nil
+					return
+				case <-tick.C:
+				}
+				if _, err := apl.Prune(ctx, horizon); err != nil {
+					pruned <- err
+					return
+				}
+			}
+		}()
+		start := time.Now()
+		for i := 0; i < len(events); i += batch {
+			if _, err := apl.Apply(ctx, events[i:min(i+batch, len(events))]); err != nil {
+				b.Fatal(err)
+			}
+			if (i/batch)%25 == 0 {
+				e, t := sample()
+				peakEvents, peakTombstones = max(peakEvents, e), max(peakTombstones, t)
+			}
+		}
+		elapsed := time.Since(start)
+		close(stop)
+		if err := <-pruned; err != nil {
+			b.Fatal(err)
+		}
+		finalEvents, finalTombstones := sample()
+		rate := float64(n) / elapsed.Seconds()
+		bound := int64(2 * rate * (horizon + every).Seconds())
+		fmt.Printf("bookkeeping over %d changes at %.0f changes/s, pruned every %s with a horizon of %s: "+
+			"processed_events at most %d (bound %d), %d at the end; tombstones at most %d, %d at the end\n",
+			n, rate, every, horizon, peakEvents, bound, finalEvents, peakTombstones, finalTombstones)
+		if peakEvents > bound || peakTombstones > bound {
+			b.Fatalf("the bookkeeping grew past %d rows", bound)
+		}
+		if got, err := demo.Snapshot(ctx, pool); err != nil || got != want {
+			b.Fatalf("the destination differs from the source's final state (err %v)", err)
+		}
+	}
+}
