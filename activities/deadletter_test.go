@@ -12,7 +12,6 @@ import (
 
 	"github.com/cdcflow/cdcflow/activities"
 	"github.com/cdcflow/cdcflow/internal/cdc"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/deadletter"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/testenv"
@@ -41,15 +40,7 @@ func (c *countingPublisher) WriteMessages(ctx context.Context, msgs ...kafka.Mes
 // settling records the decisions.
 func TestParkIsIdempotent(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "park")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := testenv.Migrated(t, "park", migrations.DestFS(), nil)
 	brokers, _ := testenv.NewKafka(t, map[string]int32{"changes_dlq": 1})
 	pub := &countingPublisher{w: kafkax.NewWriter(brokers, "changes_dlq", kafkax.WriterOptions{})}
 	defer pub.w.Close()

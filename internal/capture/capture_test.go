@@ -13,7 +13,6 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/cdcflow/cdcflow/internal/capture"
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/testenv"
@@ -38,15 +37,7 @@ func (r *recorder) WriteMessages(_ context.Context, msgs ...kafka.Message) error
 // oversized_changes. A step reads about ReadBytes of row images.
 func TestLargeChanges(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "capture")
-	if err := db.Migrate(ctx, dsn, migrations.SourceFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := testenv.Migrated(t, "capture", migrations.SourceFS(), nil)
 	if _, err := pool.Exec(ctx, `CREATE TABLE docs (id int PRIMARY KEY, body text, data bytea)`); err != nil {
 		t.Fatal(err)
 	}

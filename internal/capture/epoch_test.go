@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 	"github.com/cdcflow/cdcflow/migrations"
@@ -19,15 +18,7 @@ import (
 // TestEpoch walks a source through what changes its epoch, and what does not.
 func TestEpoch(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "epoch")
-	if err := db.Migrate(ctx, dsn, migrations.SourceFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := testenv.Migrated(t, "epoch", migrations.SourceFS(), nil)
 	if _, err := pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY); SELECT cdcflow.capture_table('t');
 		INSERT INTO t SELECT generate_series(1, 10)`); err != nil {
 		t.Fatal(err)
@@ -127,15 +118,7 @@ func TestEpoch(t *testing.T) {
 // TestStepStampsTheEpoch: every published event carries the epoch.
 func TestStepStampsTheEpoch(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(t, "stamp")
-	if err := db.Migrate(ctx, dsn, migrations.SourceFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := testenv.Migrated(t, "stamp", migrations.SourceFS(), nil)
 	if _, err := pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v text)`); err != nil {
 		t.Fatal(err)
 	}

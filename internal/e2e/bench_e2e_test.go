@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/demo"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/testenv"
@@ -174,15 +173,7 @@ func latency(b *testing.B, dest *pgxpool.Pool, from int64) lat {
 func triggerOverhead(b *testing.B) (with, without float64) {
 	b.Helper()
 	ctx := context.Background()
-	dsn := testenv.NewDatabase(b, "trigger")
-	if err := db.Migrate(ctx, dsn, migrations.SourceFS()); err != nil {
-		b.Fatal(err)
-	}
-	source, err := db.Open(ctx, dsn, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer source.Close()
+	source := testenv.Migrated(b, "trigger", migrations.SourceFS(), nil)
 	if err := demo.CreateTable(ctx, source); err != nil {
 		b.Fatal(err)
 	}

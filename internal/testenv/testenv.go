@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"context"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -161,21 +162,31 @@ func (quietLogger) Info(string, ...any)  {}
 func (quietLogger) Warn(string, ...any)  {}
 func (quietLogger) Error(string, ...any) {}
 
+// Migrated creates a database for this test with the migrations of fsys
+// (migrations.SourceFS or DestFS) applied and returns a pool on it, closed
+// with the test; configure, when not nil, prepares the pool.
+func Migrated(t testing.TB, prefix string, fsys fs.FS, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	dsn := NewDatabase(t, prefix)
+	if err := db.Migrate(ctx, dsn, fsys); err != nil {
+		t.Fatal(err)
+	}
+	pool, err := db.Open(ctx, dsn, configure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
 // NewDestination creates a migrated destination database for this test, with
 // the demo table, and returns a pool configured with timeouts and an applier
 // for tables (the demo table when none are given).
 func NewDestination(t testing.TB, timeouts applier.Timeouts, tables ...string) (*pgxpool.Pool, *applier.Applier) {
 	t.Helper()
 	ctx := context.Background()
-	dsn := NewDatabase(t, "dest")
-	if err := db.Migrate(ctx, dsn, migrations.DestFS()); err != nil {
-		t.Fatal(err)
-	}
-	pool, err := db.Open(ctx, dsn, timeouts.ConfigurePool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := Migrated(t, "dest", migrations.DestFS(), timeouts.ConfigurePool)
 	if err := demo.CreateTable(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
