@@ -77,7 +77,7 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 		}
 		switch {
 		case ev.TooLarge != nil:
-			refused = append(refused, cdc.FailedEvent{Index: j, ActionID: ev.ActionID, Table: ev.Table,
+			refused = append(refused, cdc.FailedEvent{Index: j, Epoch: ev.Epoch, ActionID: ev.ActionID, Table: ev.Table,
 				ErrorClass: cdc.ClassChangeTooLarge, Error: applier.TooLargeMessage(ev)})
 			continue
 		case ev.Chunks != nil:
@@ -85,7 +85,7 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 			full, err := a.resolve(ctx, ev, claim)
 			var perm *claimError
 			if errors.As(err, &perm) {
-				refused = append(refused, cdc.FailedEvent{Index: j, ActionID: ev.ActionID, Table: ev.Table,
+				refused = append(refused, cdc.FailedEvent{Index: j, Epoch: ev.Epoch, ActionID: ev.ActionID, Table: ev.Table,
 					ErrorClass: perm.class, Error: perm.Error(), Claim: claim})
 				continue
 			}
