@@ -59,6 +59,19 @@ type Timeouts struct {
 // DefaultTimeouts are the worker's defaults.
 var DefaultTimeouts = Timeouts{Lock: 10 * time.Second, Statement: time.Minute}
 
+// eachDDL creates the per-session table that holds a batch whose events are
+// applied one by one (see applyEach), numbered by idx.
+const eachDDL = `CREATE TEMP TABLE IF NOT EXISTS cdcflow_each (
+	idx       int     NOT NULL,
+	epoch     bigint  NOT NULL,
+	action_id bigint  NOT NULL,
+	tbl       text    NOT NULL,
+	op        text    NOT NULL,
+	key       jsonb   NOT NULL,
+	after     jsonb,
+	committed timestamptz
+) ON COMMIT DELETE ROWS`
+
 // ConfigurePool prepares every connection of a pool for Apply, with the
 // timeouts t. Pass it to db.Open for the pool given to New.
 func (t Timeouts) ConfigurePool(cfg *pgxpool.Config) {
@@ -70,7 +83,10 @@ func (t Timeouts) ConfigurePool(cfg *pgxpool.Config) {
 		params["statement_timeout"] = strconv.FormatInt(t.Statement.Milliseconds(), 10)
 	}
 	cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
-		_, err := conn.Exec(ctx, stagingDDL)
+		if _, err := conn.Exec(ctx, stagingDDL); err != nil {
+			return err
+		}
+		_, err := conn.Exec(ctx, eachDDL)
 		return err
 	}
 }
@@ -331,14 +347,20 @@ type table struct {
 	identityAlways bool
 	sortedPK       []string
 	deleteSQL      string
+	loadedAt       time.Time
 }
+
+// reloadAfter is how old a table's cached description must be before a
+// change naming a column it lacks makes it read again: a storm of such
+// changes reads the catalog about once a second, not once a change.
+const reloadAfter = time.Second
 
 // table returns the catalog description of name, reading it when it is not
 // cached or reload is set.
 func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if t, ok := a.tables[name]; ok && !reload {
+	if t, ok := a.tables[name]; ok && (!reload || time.Since(t.loadedAt) < reloadAfter) {
 		return t, nil
 	}
 	schema, rel, _ := strings.Cut(name, ".")
@@ -354,7 +376,8 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 	if err != nil {
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
-	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}, generated: map[string]bool{}}
+	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}, generated: map[string]bool{},
+		loadedAt: time.Now()}
 	for rows.Next() {
 		var col string
 		var inPK, generated, identityAlways bool

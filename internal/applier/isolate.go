@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -13,61 +14,91 @@ import (
 
 // ApplyIsolating applies events like Apply, but when the batch fails for a
 // permanent reason it finds the events at fault and applies all the others.
-// An event named by a validation error (checked before any SQL runs) is set
-// aside and the rest tried again as one batch. A failure inside PostgreSQL
-// sends the rest through one transaction in which every event is applied
-// under a savepoint of its own: isolating even a batch whose every event
-// fails costs one transaction and a few statements per event. Only transient
-// errors are returned as errors, with nothing reported as failed; the caller
-// retries the whole call. A failed event's Index is its position in events;
-// its Message is left for the caller.
+// Every event is first checked alone against the allowlist and the
+// destination's catalog, so that all invalid ones are set aside in one pass;
+// the rest is applied as one batch, and when that fails inside PostgreSQL,
+// in one transaction in which every event is applied under a savepoint of
+// its own, in one round trip unless it fails. Only transient errors are
+// returned as errors, with nothing reported as failed; the caller retries
+// the whole call. A failed event's Index is its position in events; its
+// Message is left for the caller.
 func (a *Applier) ApplyIsolating(ctx context.Context, events []event.Event) (cdc.Counts, []cdc.FailedEvent, error) {
-	idx := make([]int, len(events))
-	for i := range idx {
-		idx[i] = i
-	}
 	var failed []cdc.FailedEvent
-	for len(idx) > 0 {
-		batch := make([]event.Event, len(idx))
-		for i, j := range idx {
-			batch[i] = events[j]
-		}
-		res, err := a.Apply(ctx, batch)
-		if err == nil {
-			return res, failed, nil
-		}
+	valid := make([]int, 0, len(events))
+	for i := range events {
+		_, err := a.plan(ctx, events[i:i+1])
 		var perm *PermanentError
-		if !errors.As(err, &perm) {
+		switch {
+		case errors.As(err, &perm):
+			failed = append(failed, failure(events, i, perm))
+		case err != nil:
 			return cdc.Counts{}, nil, err
+		default:
+			valid = append(valid, i)
 		}
-		if at := position(batch, perm.ActionID); at >= 0 && !perm.fromDatabase() {
-			failed = append(failed, failure(events, idx[at], perm))
-			idx = append(idx[:at:at], idx[at+1:]...)
-			continue
-		}
-		res, more, err := a.applyEach(ctx, events, idx)
+	}
+	if len(valid) == 0 {
+		return cdc.Counts{}, failed, nil
+	}
+	batch := make([]event.Event, len(valid))
+	for i, j := range valid {
+		batch[i] = events[j]
+	}
+	res, err := a.Apply(ctx, batch)
+	if err == nil {
+		return res, failed, nil
+	}
+	var perm *PermanentError
+	if !errors.As(err, &perm) {
+		return cdc.Counts{}, nil, err
+	}
+	res, more, err := a.applyEach(ctx, events, valid)
+	if err != nil {
+		return cdc.Counts{}, nil, err
+	}
+	return res, append(failed, more...), nil
+}
+
+// eachChunk is how many events applyEach applies in one transaction. Each
+// takes a subtransaction (its savepoint); past 64 in one transaction
+// PostgreSQL's visibility checks slow down, so a large batch goes in
+// transactions of this many.
+const eachChunk = 50
+
+// applyEach applies the events at idx, in order, in transactions of
+// eachChunk events, each under a savepoint: an event that fails for a
+// permanent reason is rolled back alone and reported, the others are
+// committed. The events of a transaction are staged at once; each is then
+// moved to the staging table and applied by one pipelined batch of
+// statements, so that isolating a batch costs a round trip per event (two
+// for one that fails).
+func (a *Applier) applyEach(ctx context.Context, events []event.Event, idx []int) (cdc.Counts, []cdc.FailedEvent, error) {
+	var res cdc.Counts
+	var failed []cdc.FailedEvent
+	for chunk := range slices.Chunk(idx, eachChunk) {
+		r, f, err := a.applyChunk(ctx, events, chunk)
 		if err != nil {
 			return cdc.Counts{}, nil, err
 		}
-		return res, append(failed, more...), nil
+		res, failed = res.Add(r), append(failed, f...)
 	}
-	return cdc.Counts{}, failed, nil
+	return res, failed, nil
 }
 
-// applyEach applies the events at idx, in order, in one transaction, each
-// under a savepoint: an event that fails for a permanent reason is rolled
-// back alone and reported, the others are committed together.
-func (a *Applier) applyEach(ctx context.Context, events []event.Event, idx []int) (cdc.Counts, []cdc.FailedEvent, error) {
+func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []int) (cdc.Counts, []cdc.FailedEvent, error) {
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
 		return cdc.Counts{}, nil, fmt.Errorf("begin apply transaction: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_each"},
+		[]string{"idx", "epoch", "action_id", "tbl", "op", "key", "after", "committed"}, eachRows(events, idx)); err != nil {
+		return cdc.Counts{}, nil, fmt.Errorf("stage batch: %w", classify(err))
+	}
 	var res cdc.Counts
 	var failed []cdc.FailedEvent
 	for _, i := range idx {
-		one := events[i : i+1]
-		r, err := a.applySavepoint(ctx, tx, one)
+		r, err := a.applyOne(ctx, tx, events[i], i)
 		var perm *PermanentError
 		switch {
 		case errors.As(err, &perm):
@@ -84,50 +115,77 @@ func (a *Applier) applyEach(ctx context.Context, events []event.Event, idx []int
 	return res, failed, nil
 }
 
-// applySavepoint applies events under a savepoint of tx, and rolls back to it
-// when that fails.
-func (a *Applier) applySavepoint(ctx context.Context, tx pgx.Tx, events []event.Event) (cdc.Counts, error) {
-	plan, err := a.plan(ctx, events)
+// applyOne applies the staged event at position i under a savepoint of tx,
+// and rolls back to it when that fails.
+func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event, i int) (cdc.Counts, error) {
+	plan, err := a.plan(ctx, []event.Event{ev})
 	if err != nil {
 		return cdc.Counts{}, err
 	}
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return cdc.Counts{}, fmt.Errorf("savepoint: %w", classify(err))
+	batch := &pgx.Batch{}
+	batch.Queue(`SAVEPOINT cdcflow_each`)
+	batch.Queue(`INSERT INTO cdcflow_batch (epoch, action_id, tbl, op, key, after, committed)
+		SELECT epoch, action_id, tbl, op, key, after, committed FROM cdcflow_each WHERE idx = $1`, i)
+	batch.Queue(recordSQL)
+	for _, t := range plan {
+		if t.deletes {
+			batch.Queue(t.info.deleteSQL, t.info.name)
+		}
+		for _, cols := range t.upsertColumns {
+			batch.Queue(t.info.upsertSQL(cols, false), t.info.name)
+		}
 	}
-	res, err := a.write(ctx, sp, events, plan)
+	batch.Queue(`DELETE FROM cdcflow_batch`)
+	batch.Queue(`RELEASE SAVEPOINT cdcflow_each`)
+	// Prepared by name, the statements outlive a failed batch; through the
+	// statement cache, pgx would drop them all after each failure and
+	// prepare them again for the next event.
+	for _, q := range batch.QueuedQueries {
+		if _, err := tx.Prepare(ctx, q.SQL, q.SQL); err != nil {
+			return cdc.Counts{}, fmt.Errorf("prepare: %w", classify(err))
+		}
+	}
+	var fresh, won int
+	err = func() error {
+		br := tx.SendBatch(ctx, batch)
+		defer br.Close()
+		for range 2 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		if err := br.QueryRow().Scan(&fresh, &won); err != nil {
+			return err
+		}
+		for range batch.Len() - 3 {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	}()
 	if err != nil {
-		if rbErr := sp.Rollback(ctx); rbErr != nil {
+		// The transaction is aborted until then: nothing may be prepared.
+		if _, rbErr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT cdcflow_each; RELEASE SAVEPOINT cdcflow_each`,
+			pgx.QueryExecModeSimpleProtocol); rbErr != nil {
 			return cdc.Counts{}, fmt.Errorf("roll back to savepoint: %w", classify(rbErr))
 		}
-		return cdc.Counts{}, err
+		return cdc.Counts{}, classify(err)
 	}
-	// The staged rows of this event must not be applied again with the next.
-	if _, err := sp.Exec(ctx, `DELETE FROM cdcflow_batch`); err != nil {
-		return cdc.Counts{}, fmt.Errorf("clear staging: %w", classify(err))
-	}
-	if err := sp.Commit(ctx); err != nil {
-		return cdc.Counts{}, fmt.Errorf("release savepoint: %w", classify(err))
-	}
-	return res, nil
+	return cdc.Counts{Duplicates: 1 - fresh, Applied: won, Superseded: fresh - won}, nil
 }
 
-func position(batch []event.Event, actionID int64) int {
-	if actionID == 0 {
-		return -1
-	}
-	for i, ev := range batch {
-		if ev.ActionID == actionID {
-			return i
+func eachRows(events []event.Event, idx []int) pgx.CopyFromSource {
+	return pgx.CopyFromSlice(len(idx), func(k int) ([]any, error) {
+		ev := events[idx[k]]
+		var after any
+		if ev.After != nil {
+			after = string(ev.After)
 		}
-	}
-	return -1
+		return []any{idx[k], ev.Epoch, ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), after, ev.CommitTime}, nil
+	})
 }
 
 func failure(events []event.Event, i int, perm *PermanentError) cdc.FailedEvent {
 	return cdc.FailedEvent{Index: i, Epoch: events[i].Epoch, ActionID: events[i].ActionID, Table: events[i].Table, ErrorClass: perm.ErrorClass, Error: perm.Msg}
 }
-
-// fromDatabase reports whether PostgreSQL raised the error (classify), as
-// opposed to a check made before any SQL ran.
-func (e *PermanentError) fromDatabase() bool { return e.Err != nil }
