@@ -407,14 +407,20 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 }
 
 func (t *table) buildDeleteSQL() string {
+	return t.deleteFrom("cdcflow_batch b", "b.won AND b.op = 'delete' AND b.tbl = $1")
+}
+
+// deleteFrom deletes the rows whose keys the rows b of from name, where
+// where holds.
+func (t *table) deleteFrom(from, where string) string {
 	var match []string
 	for _, c := range t.sortedPK {
 		q := quote(c)
 		match = append(match, fmt.Sprintf("t.%s = k.%s", q, q))
 	}
 	return fmt.Sprintf(`DELETE FROM %s t
-USING cdcflow_batch b, LATERAL jsonb_populate_record(NULL::%s, b.key) k
-WHERE b.won AND b.op = 'delete' AND b.tbl = $1 AND %s`, t.ident, t.ident, strings.Join(match, " AND "))
+USING %s, LATERAL jsonb_populate_record(NULL::%s, b.key) k
+WHERE %s AND %s`, t.ident, from, t.ident, where, strings.Join(match, " AND "))
 }
 
 // upsertSQL writes the winning inserts and updates of the batch for one set of
@@ -426,6 +432,16 @@ WHERE b.won AND b.op = 'delete' AND b.tbl = $1 AND %s`, t.ident, t.ident, string
 // that the destination generates ALWAYS takes the source's value, so that
 // the row keeps its key.
 func (t *table) upsertSQL(cols []string, filter bool) string {
+	where := "b.won AND b.op <> 'delete' AND b.tbl = $1"
+	if filter {
+		where += fmt.Sprintf(` AND (SELECT array_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(b.after) k) = %s`, textArray(cols))
+	}
+	return t.upsertFrom(cols, "cdcflow_batch b", where)
+}
+
+// upsertFrom writes the row images of the rows b of from, where where holds,
+// with the columns cols.
+func (t *table) upsertFrom(cols []string, from, where string) string {
 	var quoted, selected, set []string
 	for _, c := range cols {
 		if t.generated[c] {
@@ -446,19 +462,15 @@ func (t *table) upsertSQL(cols []string, filter bool) string {
 	for i, c := range t.sortedPK {
 		pk[i] = quote(c)
 	}
-	where := ""
-	if filter {
-		where = fmt.Sprintf(` AND (SELECT array_agg(k ORDER BY k COLLATE "C") FROM jsonb_object_keys(b.after) k) = %s`, textArray(cols))
-	}
 	overriding := ""
 	if t.identityAlways {
 		overriding = " OVERRIDING SYSTEM VALUE"
 	}
 	return fmt.Sprintf(`INSERT INTO %s (%s)%s
-SELECT %s FROM cdcflow_batch b, LATERAL jsonb_populate_record(NULL::%s, b.after) r
-WHERE b.won AND b.op <> 'delete' AND b.tbl = $1%s
+SELECT %s FROM %s, LATERAL jsonb_populate_record(NULL::%s, b.after) r
+WHERE %s
 ON CONFLICT (%s) %s`,
-		t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "), t.ident,
+		t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "), from, t.ident,
 		where, strings.Join(pk, ", "), conflict)
 }
 

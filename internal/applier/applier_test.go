@@ -369,6 +369,45 @@ func TestIsolatingABatchThatAllFailsIsBounded(t *testing.T) {
 	}
 }
 
+// TestIsolationKeepsOrderAndIdempotency: events applied one by one while a
+// failing one is set aside behave as the batch would: updates and deletes in
+// order, a repeated change a duplicate, an older one superseded.
+func TestIsolationKeepsOrderAndIdempotency(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `ALTER TABLE employees ADD CONSTRAINT salary_positive CHECK (salary >= 0)`)
+	d.apply(t, emp(1, event.OpInsert, 9, "Old", "Oslo", 1))
+	res, failed, err := d.apl.ApplyIsolating(context.Background(), []event.Event{
+		emp(10, event.OpInsert, 1, "Ada", "Oslo", 10),
+		emp(11, event.OpInsert, 2, "Bad", "Oslo", -1),
+		emp(12, event.OpUpdate, 1, "Ada", "Bergen", 12),
+		emp(13, event.OpInsert, 3, "Cy", "Oslo", 13),
+		emp(14, event.OpDelete, 3, "Cy", "Oslo", 13),
+		emp(1, event.OpInsert, 9, "Old", "Oslo", 1), // applied before
+		emp(15, event.OpUpdate, 9, "New", "Oslo", 2),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(cdc.Counts{Applied: 5, Duplicates: 1}, res); diff != "" {
+		t.Errorf("counts (-want +got):\n%s", diff)
+	}
+	if len(failed) != 1 || failed[0].ActionID != 11 || failed[0].ErrorClass != cdc.ClassConstraint {
+		t.Fatalf("failed %+v, want action_id 11 as a constraint violation", failed)
+	}
+	if got := d.rows(t); got != "1:Ada:Bergen:12:1990-01-02 9:New:Oslo:2:1990-01-02" {
+		t.Fatalf("rows %q", got)
+	}
+	// An older change to row 1, isolated again: superseded.
+	_, _, err = d.apl.ApplyIsolating(context.Background(), []event.Event{
+		emp(16, event.OpInsert, 4, "Bad", "Oslo", -1), emp(11, event.OpUpdate, 1, "Stale", "Oslo", 11)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := d.rows(t); got != "1:Ada:Bergen:12:1990-01-02 9:New:Oslo:2:1990-01-02" {
+		t.Fatalf("rows after a stale change %q", got)
+	}
+}
+
 // TestEpochsOrderChanges: after the source was restored (a new epoch), its
 // changes reuse action_ids of the epoch before; they are neither skipped as
 // duplicates nor refused as older, while a change of the old epoch arriving

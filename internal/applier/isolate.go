@@ -116,26 +116,20 @@ func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []in
 }
 
 // applyOne applies the staged event at position i under a savepoint of tx,
-// and rolls back to it when that fails.
+// and rolls back to it when that fails: three statements sent at once.
 func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event, i int) (cdc.Counts, error) {
 	plan, err := a.plan(ctx, []event.Event{ev})
 	if err != nil {
 		return cdc.Counts{}, err
 	}
+	p := plan[0]
+	write := oneSQL(p.info.deleteFrom("ev b JOIN won USING (epoch, action_id)", "true"))
+	if !p.deletes {
+		write = oneSQL(p.info.upsertFrom(p.upsertColumns[0], "ev b JOIN won USING (epoch, action_id)", "true"))
+	}
 	batch := &pgx.Batch{}
 	batch.Queue(`SAVEPOINT cdcflow_each`)
-	batch.Queue(`INSERT INTO cdcflow_batch (epoch, action_id, tbl, op, key, after, committed)
-		SELECT epoch, action_id, tbl, op, key, after, committed FROM cdcflow_each WHERE idx = $1`, i)
-	batch.Queue(recordSQL)
-	for _, t := range plan {
-		if t.deletes {
-			batch.Queue(t.info.deleteSQL, t.info.name)
-		}
-		for _, cols := range t.upsertColumns {
-			batch.Queue(t.info.upsertSQL(cols, false), t.info.name)
-		}
-	}
-	batch.Queue(`DELETE FROM cdcflow_batch`)
+	batch.Queue(write, i)
 	batch.Queue(`RELEASE SAVEPOINT cdcflow_each`)
 	// Prepared by name, the statements outlive a failed batch; through the
 	// statement cache, pgx would drop them all after each failure and
@@ -149,18 +143,14 @@ func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event, i int
 	err = func() error {
 		br := tx.SendBatch(ctx, batch)
 		defer br.Close()
-		for range 2 {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
+		if _, err := br.Exec(); err != nil {
+			return err
 		}
 		if err := br.QueryRow().Scan(&fresh, &won); err != nil {
 			return err
 		}
-		for range batch.Len() - 3 {
-			if _, err := br.Exec(); err != nil {
-				return err
-			}
+		if _, err := br.Exec(); err != nil {
+			return err
 		}
 		return br.Close()
 	}()
@@ -173,6 +163,31 @@ func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event, i int
 		return cdc.Counts{}, classify(err)
 	}
 	return cdc.Counts{Duplicates: 1 - fresh, Applied: won, Superseded: fresh - won}, nil
+}
+
+// oneSQL applies the event staged in cdcflow_each at idx $1 in one
+// statement: it records its action_id, takes the row's version if the event
+// is newer, and then, through write (over the rows b of ev joined to won),
+// writes the row.
+func oneSQL(write string) string {
+	return `WITH ev AS (
+	SELECT * FROM cdcflow_each WHERE idx = $1
+), fresh AS (
+	INSERT INTO cdcflow.processed_events (epoch, action_id, source_committed_at)
+	SELECT epoch, action_id, committed FROM ev
+	ON CONFLICT DO NOTHING
+	RETURNING epoch, action_id
+), won AS (
+	INSERT INTO cdcflow.row_versions AS v (table_name, key, epoch, action_id, deleted)
+	SELECT ev.tbl, ev.key, ev.epoch, ev.action_id, ev.op = 'delete' FROM ev JOIN fresh USING (epoch, action_id)
+	ON CONFLICT (table_name, key) DO UPDATE
+		SET epoch = EXCLUDED.epoch, action_id = EXCLUDED.action_id, deleted = EXCLUDED.deleted, updated_at = now()
+		WHERE (v.epoch, v.action_id) < (EXCLUDED.epoch, EXCLUDED.action_id)
+	RETURNING v.epoch, v.action_id
+), written AS (
+` + write + `
+)
+SELECT (SELECT count(*) FROM fresh)::int, (SELECT count(*) FROM won)::int`
 }
 
 func eachRows(events []event.Event, idx []int) pgx.CopyFromSource {

@@ -21,6 +21,9 @@ const pruneChunk = 10000
 // written since it first failed are kept, so that replaying it, however late,
 // cannot bring a deleted row back.
 //
+// Rows a concurrent apply holds are skipped (the next prune takes them), so
+// that pruning never deadlocks with applying.
+//
 // The horizon must exceed how long a change can be redelivered: the change
 // topic's retention, and the time to recover a starter or reset a consumer
 // group. A change redelivered after its records were pruned is applied
@@ -30,8 +33,10 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, horizon time.Duration) (cdc.
 	var report cdc.PruneReport
 	before := time.Now().Add(-horizon)
 	for {
-		tag, err := pool.Exec(ctx, `DELETE FROM cdcflow.processed_events WHERE action_id IN (
-			SELECT action_id FROM cdcflow.processed_events WHERE applied_at < $1 LIMIT $2)`, before, pruneChunk)
+		tag, err := pool.Exec(ctx, `DELETE FROM cdcflow.processed_events p USING (
+			SELECT epoch, action_id FROM cdcflow.processed_events WHERE applied_at < $1
+			LIMIT $2 FOR UPDATE SKIP LOCKED) old
+			WHERE p.epoch = old.epoch AND p.action_id = old.action_id`, before, pruneChunk)
 		if err != nil {
 			return report, fmt.Errorf("prune processed_events: %w", err)
 		}
@@ -44,7 +49,7 @@ func Prune(ctx context.Context, pool *pgxpool.Pool, horizon time.Duration) (cdc.
 		tag, err := pool.Exec(ctx, `DELETE FROM cdcflow.row_versions v USING (
 			SELECT table_name, key FROM cdcflow.row_versions
 			WHERE deleted AND updated_at < LEAST($1, (SELECT min(first_failed_at) FROM cdcflow.dead_letters WHERE state = 'parked'))
-			LIMIT $2) old
+			LIMIT $2 FOR UPDATE SKIP LOCKED) old
 			WHERE v.table_name = old.table_name AND v.key = old.key AND v.deleted`, before, pruneChunk)
 		if err != nil {
 			return report, fmt.Errorf("prune row_versions tombstones: %w", err)
