@@ -1,5 +1,6 @@
 // Package workflows holds cdcflow's deterministic workflow code: ApplyBatch,
-// one per batch the starter cuts, and DeadLetter, one per parked change.
+// one per batch the starter cuts, and DeadLetter, one per group of parked
+// changes (a batch's failures on one table with one error class).
 package workflows
 
 import (
