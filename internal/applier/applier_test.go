@@ -408,6 +408,56 @@ func TestIsolationKeepsOrderAndIdempotency(t *testing.T) {
 	}
 }
 
+// TestIsolationAfterAColumnIsDropped: a column dropped on the destination
+// after the applier read the catalog makes PostgreSQL refuse the statements
+// of the changes that carry it. Isolation reports those alone, as
+// UnknownColumn, and applies the others, instead of failing the whole call
+// (which would retry it without end); the catalog is read again.
+func TestIsolationAfterAColumnIsDropped(t *testing.T) {
+	d := newDest(t)
+	d.apply(t, emp(1, event.OpInsert, 1, "Ada", "Oslo", 10)) // the catalog is read and cached
+	d.exec(t, `ALTER TABLE employees DROP COLUMN city`)
+	withoutCity := func(id int64, empID int) event.Event {
+		return withAfter(emp(id, event.OpInsert, empID, "", "", 0), fmt.Sprintf(`{"emp_id":%d,"first_name":"No city"}`, empID))
+	}
+	evs := []event.Event{
+		emp(2, event.OpInsert, 2, "Bo", "Oslo", 20), withoutCity(3, 3),
+		emp(4, event.OpInsert, 4, "Cy", "Oslo", 40), withoutCity(5, 5),
+	}
+	res, failed, err := d.apl.ApplyIsolating(context.Background(), evs)
+	if err != nil {
+		t.Fatalf("isolation failed as a whole: %v", err)
+	}
+	if res.Applied != 2 || len(failed) != 2 {
+		t.Fatalf("%+v applied, %+v failed; want 2 and 2", res, failed)
+	}
+	for _, f := range failed {
+		if f.ErrorClass != cdc.ClassUnknownColumn || (f.ActionID != 2 && f.ActionID != 4) {
+			t.Fatalf("failure %+v, want action_ids 2 and 4 as UnknownColumn", f)
+		}
+	}
+	// Read again, the catalog now refuses them before any SQL runs.
+	if _, err := d.apl.Apply(context.Background(), evs[2:3]); err == nil || !strings.Contains(err.Error(), `has no column "city"`) {
+		t.Fatalf("after the catalog was read again: %v", err)
+	}
+}
+
+// TestIsolationOfDeferredConstraints: a deferred foreign key fails only at
+// commit; isolation still finds the change at fault and applies the others.
+func TestIsolationOfDeferredConstraints(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE cities (name text PRIMARY KEY); INSERT INTO cities VALUES ('Oslo');
+		ALTER TABLE employees ADD CONSTRAINT employees_city FOREIGN KEY (city) REFERENCES cities DEFERRABLE INITIALLY DEFERRED`)
+	res, failed, err := d.apl.ApplyIsolating(context.Background(), []event.Event{
+		emp(1, event.OpInsert, 1, "Ada", "Oslo", 10), emp(2, event.OpInsert, 2, "Bo", "Atlantis", 20), emp(3, event.OpInsert, 3, "Cy", "Oslo", 30)})
+	if err != nil {
+		t.Fatalf("isolation failed as a whole: %v", err)
+	}
+	if res.Applied != 2 || len(failed) != 1 || failed[0].ActionID != 2 || failed[0].ErrorClass != cdc.ClassForeignKey {
+		t.Fatalf("%+v applied, %+v failed; want 2, and action_id 2 as a foreign key violation", res, failed)
+	}
+}
+
 // TestEpochsOrderChanges: after the source was restored (a new epoch), its
 // changes reuse action_ids of the epoch before; they are neither skipped as
 // duplicates nor refused as older, while a change of the old epoch arriving

@@ -86,19 +86,106 @@ func (a *Applier) applyEach(ctx context.Context, events []event.Event, idx []int
 }
 
 func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []int) (cdc.Counts, []cdc.FailedEvent, error) {
-	tx, err := a.pool.Begin(ctx)
+	conn, err := a.pool.Acquire(ctx)
+	if err != nil {
+		return cdc.Counts{}, nil, fmt.Errorf("acquire a connection: %w", err)
+	}
+	defer conn.Release()
+	// Each event's statement is prepared on the connection before the
+	// transaction begins: one PostgreSQL refuses to parse (a column or table
+	// dropped since the catalog was read) fails that event alone, instead of
+	// aborting the transaction of all. Prepared by name, the statements also
+	// outlive a failed batch, which would drop them from pgx's cache.
+	var failed []cdc.FailedEvent
+	writes := make(map[int]string, len(idx))
+	todo := make([]int, 0, len(idx))
+	for _, q := range []string{`SAVEPOINT cdcflow_each`, `RELEASE SAVEPOINT cdcflow_each`} {
+		if _, err := conn.Conn().Prepare(ctx, q, q); err != nil {
+			return cdc.Counts{}, nil, fmt.Errorf("prepare: %w", err)
+		}
+	}
+	for _, i := range idx {
+		write, err := a.oneStatement(ctx, events[i])
+		if err == nil {
+			if _, err = conn.Conn().Prepare(ctx, write, write); err != nil {
+				err = classify(err)
+			}
+		}
+		var perm *PermanentError
+		switch {
+		case errors.As(err, &perm):
+			a.forgetOn(events[i].Table, perm)
+			failed = append(failed, failure(events, i, perm))
+		case err != nil:
+			return cdc.Counts{}, nil, err
+		default:
+			writes[i] = write
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return cdc.Counts{}, failed, nil
+	}
+
+	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return cdc.Counts{}, nil, fmt.Errorf("begin apply transaction: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	// Deferred constraints are checked at each event, inside its savepoint,
+	// not at the commit of all.
+	if _, err := tx.Exec(ctx, `SET CONSTRAINTS ALL IMMEDIATE`); err != nil {
+		return cdc.Counts{}, nil, fmt.Errorf("set constraints: %w", classify(err))
+	}
 	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"cdcflow_each"},
-		[]string{"idx", "epoch", "action_id", "tbl", "op", "key", "after", "committed"}, eachRows(events, idx)); err != nil {
+		[]string{"idx", "epoch", "action_id", "tbl", "op", "key", "after", "committed"}, eachRows(events, todo)); err != nil {
 		return cdc.Counts{}, nil, fmt.Errorf("stage batch: %w", classify(err))
 	}
 	var res cdc.Counts
-	var failed []cdc.FailedEvent
+	for _, i := range todo {
+		r, err := applyOne(ctx, tx, writes[i], i)
+		var perm *PermanentError
+		switch {
+		case errors.As(err, &perm):
+			a.forgetOn(events[i].Table, perm)
+			failed = append(failed, failure(events, i, perm))
+		case err != nil:
+			return cdc.Counts{}, nil, err
+		default:
+			res = res.Add(r)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		err = classify(err)
+		var perm *PermanentError
+		if !errors.As(err, &perm) {
+			return cdc.Counts{}, nil, fmt.Errorf("commit batch: %w", err)
+		}
+		// Refused at commit, past the savepoints (a constraint trigger
+		// that SET CONSTRAINTS does not reach): each event alone, then.
+		failed = failed[:len(failed)-countFrom(failed, todo)]
+		return a.applySingly(ctx, events, todo, failed)
+	}
+	return res, failed, nil
+}
+
+// countFrom counts the failures of events at positions in idx.
+func countFrom(failed []cdc.FailedEvent, idx []int) int {
+	n := 0
+	for _, f := range failed {
+		if slices.Contains(idx, f.Index) {
+			n++
+		}
+	}
+	return n
+}
+
+// applySingly applies each event at idx in a transaction of its own,
+// adding the ones that fail for a permanent reason to failed.
+func (a *Applier) applySingly(ctx context.Context, events []event.Event, idx []int, failed []cdc.FailedEvent) (cdc.Counts, []cdc.FailedEvent, error) {
+	var res cdc.Counts
 	for _, i := range idx {
-		r, err := a.applyOne(ctx, tx, events[i], i)
+		r, err := a.Apply(ctx, events[i:i+1])
 		var perm *PermanentError
 		switch {
 		case errors.As(err, &perm):
@@ -109,38 +196,46 @@ func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []in
 			res = res.Add(r)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return cdc.Counts{}, nil, fmt.Errorf("commit batch: %w", classify(err))
-	}
 	return res, failed, nil
 }
 
-// applyOne applies the staged event at position i under a savepoint of tx,
-// and rolls back to it when that fails: three statements sent at once.
-func (a *Applier) applyOne(ctx context.Context, tx pgx.Tx, ev event.Event, i int) (cdc.Counts, error) {
+// oneStatement is the statement that applies ev alone (see oneSQL).
+func (a *Applier) oneStatement(ctx context.Context, ev event.Event) (string, error) {
 	plan, err := a.plan(ctx, []event.Event{ev})
 	if err != nil {
-		return cdc.Counts{}, err
+		return "", err
 	}
 	p := plan[0]
-	write := oneSQL(p.info.deleteFrom("ev b JOIN won USING (epoch, action_id)", "true"))
-	if !p.deletes {
-		write = oneSQL(p.info.upsertFrom(p.upsertColumns[0], "ev b JOIN won USING (epoch, action_id)", "true"))
+	if p.deletes {
+		return oneSQL(p.info.deleteFrom("ev b JOIN won USING (epoch, action_id)", "true")), nil
 	}
+	return oneSQL(p.info.upsertFrom(p.upsertColumns[0], "ev b JOIN won USING (epoch, action_id)", "true")), nil
+}
+
+// forgetOn drops the cached description of table when PostgreSQL refused a
+// change to it for a reason the catalog explains (a column or the table
+// gone, a column now generated), so that the next change reads it again.
+func (a *Applier) forgetOn(table string, perm *PermanentError) {
+	switch perm.ErrorClass {
+	case cdc.ClassUnknownColumn, cdc.ClassUndefinedTable, cdc.ClassSchema:
+		if perm.fromDatabase() {
+			a.mu.Lock()
+			delete(a.tables, table)
+			a.mu.Unlock()
+		}
+	}
+}
+
+// applyOne applies the staged event at position i with the prepared
+// statement write, under a savepoint of tx, and rolls back to it when that
+// fails: three statements sent at once.
+func applyOne(ctx context.Context, tx pgx.Tx, write string, i int) (cdc.Counts, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(`SAVEPOINT cdcflow_each`)
 	batch.Queue(write, i)
 	batch.Queue(`RELEASE SAVEPOINT cdcflow_each`)
-	// Prepared by name, the statements outlive a failed batch; through the
-	// statement cache, pgx would drop them all after each failure and
-	// prepare them again for the next event.
-	for _, q := range batch.QueuedQueries {
-		if _, err := tx.Prepare(ctx, q.SQL, q.SQL); err != nil {
-			return cdc.Counts{}, fmt.Errorf("prepare: %w", classify(err))
-		}
-	}
 	var fresh, won int
-	err = func() error {
+	err := func() error {
 		br := tx.SendBatch(ctx, batch)
 		defer br.Close()
 		if _, err := br.Exec(); err != nil {
@@ -204,3 +299,7 @@ func eachRows(events []event.Event, idx []int) pgx.CopyFromSource {
 func failure(events []event.Event, i int, perm *PermanentError) cdc.FailedEvent {
 	return cdc.FailedEvent{Index: i, Epoch: events[i].Epoch, ActionID: events[i].ActionID, Table: events[i].Table, ErrorClass: perm.ErrorClass, Error: perm.Msg}
 }
+
+// fromDatabase reports whether PostgreSQL raised the error (classify), as
+// opposed to a check made before any SQL ran.
+func (e *PermanentError) fromDatabase() bool { return e.Err != nil }
