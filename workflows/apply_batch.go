@@ -153,7 +153,7 @@ func (b *batch) poisonRecords(ctx workflow.Context) []cdc.DeadLetterRecord {
 	out := make([]cdc.DeadLetterRecord, 0, len(b.in.Poison))
 	for _, p := range b.in.Poison {
 		rec := b.record
-		rec.ID = cdc.PoisonDeadLetterID(b.in.Topic, b.in.Partition, p.Offset)
+		rec.ID = cdc.PoisonDeadLetterID(b.in.Topic, b.in.Partition, p.Offset, p.Value)
 		rec.Offset, rec.ErrorClass, rec.Error, rec.Attempts = p.Offset, cdc.ClassInvalidEvent, p.Error, 1
 		rec.FirstFailure, rec.LastFailure, rec.Message = now, now, p.Value
 		out = append(out, rec)
@@ -308,6 +308,17 @@ func (b *batch) park(ctx workflow.Context, records []cdc.DeadLetterRecord) error
 	if len(records) == 0 {
 		return nil
 	}
+	b.summary.Failed += len(records)
+	// A change delivered twice in the batch fails twice: one dead letter.
+	seen := make(map[string]bool, len(records))
+	unique := records[:0:0]
+	for _, rec := range records {
+		if !seen[rec.ID] {
+			seen[rec.ID] = true
+			unique = append(unique, rec)
+		}
+	}
+	records = unique
 	for i := range records {
 		records[i].Group = cdc.DeadLetterGroupID(b.record.BatchWorkflowID, records[i].Table, records[i].ErrorClass)
 	}
@@ -334,7 +345,6 @@ func (b *batch) park(ctx workflow.Context, records []cdc.DeadLetterRecord) error
 		}
 		b.summary.DeadLetters = append(b.summary.DeadLetters, g.Group)
 	}
-	b.summary.Failed += len(records)
 	return nil
 }
 

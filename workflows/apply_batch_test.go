@@ -39,7 +39,7 @@ func TestApplyBatchParksPoisonAndSummarizes(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("summary (-want +got):\n%s", diff)
 	}
-	wantParked := []cdc.DeadLetterRecord{{ID: "dlq-t-2-12", Group: group, Topic: "t", Partition: 2, Offset: 12, ErrorClass: cdc.ClassInvalidEvent,
+	wantParked := []cdc.DeadLetterRecord{{ID: cdc.PoisonDeadLetterID("t", 2, 12, []byte("{")), Group: group, Topic: "t", Partition: 2, Offset: 12, ErrorClass: cdc.ClassInvalidEvent,
 		Error: "invalid change event: unexpected EOF", Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("{")}}
 	if diff := cmp.Diff(wantParked, *parked, ignoreTimes); diff != "" {
 		t.Fatalf("parked (-want +got):\n%s", diff)
@@ -267,7 +267,7 @@ func TestApplyBatchParksAGivenUpBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []cdc.DeadLetterRecord{
-		{ID: "dlq-t-1-8", Group: poison, Topic: "t", Partition: 1, Offset: 8, ErrorClass: cdc.ClassInvalidEvent, Error: "invalid change event",
+		{ID: cdc.PoisonDeadLetterID("t", 1, 8, []byte("x")), Group: poison, Topic: "t", Partition: 1, Offset: 8, ErrorClass: cdc.ClassInvalidEvent, Error: "invalid change event",
 			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: []byte("x")},
 		{ID: "dlq-1", Group: failed, ActionID: 1, Topic: "t", Partition: 1, Offset: 7, Table: demo.Table, ErrorClass: cdc.ClassBatchFailed, Error: reason,
 			Attempts: 1, BatchWorkflowID: "default-test-workflow-id", Message: raws[0]},
@@ -344,5 +344,26 @@ func TestParkOutlastsTheLocalBudget(t *testing.T) {
 	}
 	if local < 2 || regular != 1 {
 		t.Fatalf("%d local and %d regular tries, want several local ones, then 1 regular", local, regular)
+	}
+}
+
+// TestApplyBatchParksAChangeDeliveredTwiceOnce: the same change twice in a
+// batch (a capture retry) that fails is one dead letter, held once.
+func TestApplyBatchParksAChangeDeliveredTwiceOnce(t *testing.T) {
+	env := newEnv(t)
+	parked := parkedRecords(env)
+	events := batchOf(t, 2)
+	twice := []cdc.FailedEvent{
+		{Index: 0, ActionID: 7, Table: demo.Table, ErrorClass: cdc.ClassInvalidEvent, Error: "bad"},
+		{Index: 1, ActionID: 7, Table: demo.Table, ErrorClass: cdc.ClassInvalidEvent, Error: "bad"},
+	}
+	env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(cdc.ApplyOutcome{Failed: twice}, nil).Once()
+	env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 2, Offsets: []int64{4, 5}}, events)
+	var got cdc.BatchSummary
+	if err := env.GetWorkflowResult(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Failed != 2 || len(*parked) != 1 || (*parked)[0].ID != "dlq-7" || (*parked)[0].Offset != 4 {
+		t.Fatalf("summary %+v, parked %+v; want 2 failed and dlq-7 parked once", got, *parked)
 	}
 }

@@ -51,10 +51,15 @@ func newDeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) *deadLetter {
 	st := cdc.DeadLetterStatus{Group: in.Group, Table: in.Table, ErrorClass: in.ErrorClass, State: cdc.StateParked,
 		Parked: len(in.Changes), Changes: make([]cdc.ChangeStatus, len(in.Changes)), Decisions: []cdc.Decision{}}
 	at := make(map[string]int, len(in.Changes))
-	for i, rec := range in.Changes {
-		st.Changes[i] = cdc.ChangeStatus{DeadLetterRecord: rec, State: cdc.StateParked}
-		at[rec.ID] = i
+	st.Changes = st.Changes[:0]
+	for _, rec := range in.Changes {
+		if _, dup := at[rec.ID]; dup {
+			continue // named twice: held once
+		}
+		at[rec.ID] = len(st.Changes)
+		st.Changes = append(st.Changes, cdc.ChangeStatus{DeadLetterRecord: rec, State: cdc.StateParked})
 	}
+	st.Parked = len(st.Changes)
 	return &deadLetter{status: st, at: at, lock: workflow.NewMutex(ctx)}
 }
 

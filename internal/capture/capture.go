@@ -126,6 +126,9 @@ func (c *Capture) Run(ctx context.Context) error {
 		switch {
 		case err != nil:
 			c.log.Warn("capture step failed, retrying", "error", err, "backoff", backoff)
+			// The source may have been restored while it was away: the next
+			// step establishes the epoch again.
+			c.epoch = Epoch{}
 			wait, backoff = backoff, min(2*backoff, 10*time.Second)
 		case !c.more:
 			wait, backoff = c.cfg.PollInterval, 100*time.Millisecond

@@ -62,9 +62,12 @@ func establishEpoch(ctx context.Context, tx pgx.Tx, newest Newest, now time.Time
 		// Published but not deleted from the outbox (capture stopped between
 		// Kafka's ack and the delete), or another change under that
 		// action_id (the source restored to before it).
+		// A manifest or a too-large mark carries no row image: it is matched
+		// by its key.
+		whole := k.Chunks == nil && k.TooLarge == nil
 		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM cdcflow.outbox WHERE action_id = $1 AND table_name = $2
-			AND op = $3 AND key = $4::jsonb AND after IS NOT DISTINCT FROM $5::jsonb)`,
-			k.ActionID, k.Table, string(k.Op), string(k.Key), nullable(k.After)).Scan(&held)
+			AND op = $3 AND key = $4::jsonb AND (NOT $6 OR after IS NOT DISTINCT FROM $5::jsonb))`,
+			k.ActionID, k.Table, string(k.Op), string(k.Key), nullable(k.After), whole).Scan(&held)
 		if err != nil {
 			return Epoch{}, "", fmt.Errorf("look for the newest published change in the outbox: %w", err)
 		}

@@ -70,6 +70,15 @@ func TestEpoch(t *testing.T) {
 	if e := establish(""); e != first {
 		t.Fatalf("a restart moved the epoch to %d", e)
 	}
+	// Likewise when that change was large and Kafka's newest message is its
+	// manifest, which carries no row image.
+	manifest := published(first, 10)
+	manifest.After, manifest.Chunks = nil, &event.Chunks{Count: 2, Bytes: 1 << 20, SHA256: strings.Repeat("0", 64)}
+	kafka = manifest
+	if e := establish(""); e != first {
+		t.Fatalf("a restart with a manifest newest in Kafka moved the epoch to %d", e)
+	}
+	kafka = published(first, 10)
 	// A restart after they were deleted, and published_through recorded.
 	if _, err := pool.Exec(ctx, `WITH d AS (DELETE FROM cdcflow.outbox) UPDATE cdcflow.capture_epoch SET published_through = 10`); err != nil {
 		t.Fatal(err)

@@ -248,9 +248,12 @@ func DeadLetterID(epoch, actionID int64) string {
 }
 
 // PoisonDeadLetterID is the ID of the dead letter of an undecodable message,
-// which has no action_id: it is named by its place in Kafka.
-func PoisonDeadLetterID(topic string, partition int, offset int64) string {
-	return fmt.Sprintf("dlq-%s-%d-%d", topic, partition, offset)
+// which has no action_id: it is named by its place in Kafka and a digest of
+// the bytes kept of it (value), so that a topic created again, whose
+// offsets start over, does not reuse the IDs of the one before.
+func PoisonDeadLetterID(topic string, partition int, offset int64, value []byte) string {
+	sum := sha256.Sum256(value)
+	return fmt.Sprintf("dlq-%s-%d-%d-%s", topic, partition, offset, hex.EncodeToString(sum[:4]))
 }
 
 // Header names of a record in the DLQ topic.

@@ -114,17 +114,21 @@ func (s *Store) Messages(ctx context.Context, ids []string) (map[string][]byte, 
 
 // Settle records the decisions taken on parked changes.
 func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
-	ids, states, outcomes := make([]string, len(settled)), make([]string, len(settled)), make([]string, len(settled))
-	for i, st := range settled {
-		ids[i], states[i], outcomes[i] = st.ID, string(st.State), st.Outcome
+	var ids, states, outcomes []string
+	seen := make(map[string]bool, len(settled))
+	for _, st := range settled {
+		if !seen[st.ID] {
+			seen[st.ID] = true
+			ids, states, outcomes = append(ids, st.ID), append(states, string(st.State)), append(outcomes, st.Outcome)
+		}
 	}
 	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters d SET state = s.state, outcome = s.outcome, decided_at = now()
 		FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, state, outcome) WHERE d.id = s.id`, ids, states, outcomes)
 	if err != nil {
 		return fmt.Errorf("settle %d dead letters: %w", len(settled), err)
 	}
-	if n := tag.RowsAffected(); n != int64(len(settled)) {
-		return fmt.Errorf("settle %d dead letters: %d found", len(settled), n)
+	if n := tag.RowsAffected(); n != int64(len(ids)) {
+		return fmt.Errorf("settle %d dead letters: %d found", len(ids), n)
 	}
 	return nil
 }

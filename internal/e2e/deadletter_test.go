@@ -119,7 +119,7 @@ func TestDeadLetters(t *testing.T) {
 	for id := range sums {
 		batchID = id
 	}
-	poisonID := fmt.Sprintf("dlq-%s-0-100", p.topic)
+	poisonID := cdc.PoisonDeadLetterID(p.topic, 0, 100, []byte(`{"action_id":101,"table":"public.employees","op":`))
 	poisonGroup := cdc.DeadLetterGroupID(batchID, "", cdc.ClassInvalidEvent)
 	checkGroup := cdc.DeadLetterGroupID(batchID, "public.employees", cdc.ClassConstraint)
 	payrollGroup := cdc.DeadLetterGroupID(batchID, "public.payroll", cdc.ClassTableNotAllowed)

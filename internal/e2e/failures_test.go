@@ -63,8 +63,8 @@ func TestNullAndEmptyValuesAreParked(t *testing.T) {
 	}
 	p.waitApplied(2)
 	want := map[string]deadLetterRow{
-		fmt.Sprintf("dlq-%s-0-1", p.topic): {class: cdc.ClassInvalidEvent, state: "parked", offset: 1},
-		fmt.Sprintf("dlq-%s-0-2", p.topic): {class: cdc.ClassInvalidEvent, state: "parked", offset: 2},
+		cdc.PoisonDeadLetterID(p.topic, 0, 1, []byte{}): {class: cdc.ClassInvalidEvent, state: "parked", offset: 1},
+		cdc.PoisonDeadLetterID(p.topic, 0, 2, []byte{}): {class: cdc.ClassInvalidEvent, state: "parked", offset: 2},
 	}
 	eventually(t, time.Minute, "both records parked", func() (bool, string) {
 		got := p.deadLetters()
