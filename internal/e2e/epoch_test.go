@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/db"
@@ -91,5 +92,79 @@ func run(t *testing.T, name string, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v\n%s", filepath.Base(name), err, out)
+	}
+}
+
+// TestSourceRestoredInPlace: the same, but the source database is restored
+// in place, under the same DSN, while capture keeps running: capture loses
+// its connections, finds the restored source when it comes back, and starts
+// a new epoch without being restarted.
+func TestSourceRestoredInPlace(t *testing.T) {
+	p := newPipeline(t)
+	p.withSource()
+	ctx := context.Background()
+	capture := p.start("capture")
+	p.start("worker")
+	p.start("starter")
+	waitTable(t, p.source, "employees")
+	exec1 := func(pool *pgxpool.Pool, sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec1(p.source, `INSERT INTO employees SELECT i, 'E', 'L', '1990-01-01', 'Oslo', i FROM generate_series(1, 100) i`)
+	p.waitSame("public.employees", "emp_id", time.Minute)
+	backup := filepath.Join(t.TempDir(), "source.sql")
+	dsn := p.env["CDCFLOW_SOURCE_DSN"]
+	run(t, filepath.Join(localsvc.PostgresBinDir, "pg_dump"), "--dbname", dsn, "--file", backup)
+	exec1(p.source, `UPDATE employees SET salary = salary + 1000 WHERE emp_id <= 50`)
+	exec1(p.source, `INSERT INTO employees SELECT i, 'Lost', 'L', '1990-01-01', 'Oslo', i FROM generate_series(101, 120) i`)
+	p.waitSame("public.employees", "emp_id", time.Minute)
+
+	// The restore: the database dropped (its connections, capture's among
+	// them, cut) and created again from the backup, in one transaction.
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	p.source.Close()
+	for _, sql := range []string{`DROP DATABASE ` + pgx.Identifier{name}.Sanitize() + ` WITH (FORCE)`, `CREATE DATABASE ` + pgx.Identifier{name}.Sanitize()} {
+		if _, err := admin.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	run(t, filepath.Join(localsvc.PostgresBinDir, "psql"), "--quiet", "--single-transaction", "--set", "ON_ERROR_STOP=1", "--dbname", dsn, "--file", backup)
+	restored, err := db.Open(ctx, dsn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer restored.Close()
+	exec1(restored, `UPDATE employees SET salary = salary + 1, city = 'Bergen'`)
+	exec1(restored, `INSERT INTO employees SELECT i, 'New', 'L', '1990-01-01', 'Oslo', i FROM generate_series(121, 140) i`)
+
+	const restoredRows = `SELECT md5(string_agg(e::text, '|' ORDER BY emp_id)), count(*) FROM employees e WHERE emp_id NOT BETWEEN 101 AND 120`
+	var want string
+	var wantN int
+	if err := restored.QueryRow(ctx, restoredRows).Scan(&want, &wantN); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Minute, "the destination to follow the source restored in place", func() (bool, string) {
+		var got string
+		var n int
+		if err := p.dest.QueryRow(ctx, restoredRows).Scan(&got, &n); err != nil {
+			return false, err.Error()
+		}
+		return got == want && n == wantN, fmt.Sprintf("%d rows %s, want %d rows %s", n, got, wantN, want)
+	})
+	if out := capture.out.String(); !containsAll(out, "capture starts a new epoch", "the source was restored to an earlier state") {
+		t.Fatalf("capture did not start a new epoch:\n%s", out)
 	}
 }
