@@ -52,7 +52,9 @@ type DeadLetters struct {
 // recorded as its manifest. It is idempotent: a retried call finds the
 // records and publishes only what had not been. It returns the records each
 // group's DeadLetter workflow holds, without their messages and with the
-// changed row's key: a change parked before by another group, or decided
+// changed row's key and the group the row belongs to: a change an earlier
+// run of the batch parked goes to its group again (started anew if it never
+// was, or was terminated), while one parked by another batch, or decided
 // already, is left out.
 func (d *DeadLetters) Park(ctx context.Context, recs []cdc.DeadLetterRecord) ([]cdc.DeadLetterRecord, error) {
 	if len(recs) == 0 {
@@ -88,7 +90,7 @@ func (d *DeadLetters) Park(ctx context.Context, recs []cdc.DeadLetterRecord) ([]
 		}
 		if found[i].Member {
 			rec.Key = changeKey(rec.Message)
-			rec.Message = nil
+			rec.Message, rec.Group = nil, found[i].Group
 			members = append(members, rec)
 		}
 	}

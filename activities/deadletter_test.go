@@ -66,11 +66,21 @@ func TestParkIsIdempotent(t *testing.T) {
 			t.Fatalf("members (-want +got):\n%s", diff)
 		}
 	}
-	// A later batch failing on change 7 again: it stays with its group.
+	// Another batch failing on change 7 again (a redelivery): it stays
+	// with its group, which holds it.
 	again := seven
-	again.Group = "group-b"
+	again.Group, again.BatchWorkflowID = "group-b", "cdc-changes-0-100-199"
 	if members, err := d.Park(ctx, []cdc.DeadLetterRecord{again}); err != nil || len(members) != 0 {
-		t.Fatalf("parking change 7 again in another group: members %v, error %v; want none", members, err)
+		t.Fatalf("parking change 7 again in another batch: members %v, error %v; want none", members, err)
+	}
+	// A later run of the same batch (redriven, its events parked as
+	// BatchFailed): change 7 goes to the group it was recorded in, which
+	// may never have started.
+	redriven := seven
+	redriven.Group, redriven.ErrorClass = "group-c", cdc.ClassBatchFailed
+	members, err := d.Park(ctx, []cdc.DeadLetterRecord{redriven})
+	if err != nil || len(members) != 1 || members[0].Group != "group-a" {
+		t.Fatalf("parking change 7 in a later run of its batch: members %+v, error %v; want it in group-a", members, err)
 	}
 	type parked struct{ Rows, Messages int }
 	got := parked{Messages: pub.sent}

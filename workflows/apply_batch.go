@@ -357,16 +357,28 @@ func startDeadLetter(ctx workflow.Context, g cdc.DeadLetterInput) error {
 			searchState.ValueSet(string(cdc.StateParked))),
 		Memo: map[string]any{"changes": len(g.Changes), "error": g.Changes[0].Error, "first_action_id": g.Changes[0].ActionID},
 	})
-	child := workflow.ExecuteChildWorkflow(cctx, cdc.WorkflowDeadLetter, g)
-	var started workflow.Execution
-	if err := child.GetChildWorkflowExecution().Get(ctx, &started); err != nil {
+	for try := 0; ; try++ {
+		child := workflow.ExecuteChildWorkflow(cctx, cdc.WorkflowDeadLetter, g)
+		var started workflow.Execution
+		err := child.GetChildWorkflowExecution().Get(ctx, &started)
 		var exists *temporal.ChildWorkflowExecutionAlreadyStartedError
-		if errors.As(err, &exists) {
-			return nil // started before, by an earlier run of the same batch
+		if err == nil || !errors.As(err, &exists) {
+			if err != nil {
+				return fmt.Errorf("start DeadLetter workflow %s: %w", g.Group, err)
+			}
+			return nil
 		}
-		return fmt.Errorf("start DeadLetter workflow %s: %w", g.Group, err)
+		// Started by an earlier run of the same batch, and running: it
+		// holds the changes it was given, and takes these too.
+		err = workflow.SignalExternalWorkflow(ctx, g.Group, "", cdc.SignalAdopt, g.Changes).Get(ctx, nil)
+		if err == nil || try > 0 {
+			if err != nil {
+				return fmt.Errorf("hand changes to DeadLetter workflow %s: %w", g.Group, err)
+			}
+			return nil
+		}
+		// It closed meanwhile: start it again.
 	}
-	return nil
 }
 
 // applyError fails the batch for an error the apply activity gave up on. It

@@ -91,7 +91,32 @@ func (d *deadLetter) register(ctx workflow.Context) error {
 	}
 	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalReplay, d.replaySignal) })
 	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalDiscard, d.discardSignal) })
+	workflow.Go(ctx, func(ctx workflow.Context) {
+		ch := workflow.GetSignalChannel(ctx, cdc.SignalAdopt)
+		for {
+			var recs []cdc.DeadLetterRecord
+			ch.Receive(ctx, &recs)
+			d.adopt(ctx, recs)
+		}
+	})
 	return nil
+}
+
+// adopt holds more changes of the group, parked by a later run of its
+// batch; ones it holds already are left as they are.
+func (d *deadLetter) adopt(ctx workflow.Context, recs []cdc.DeadLetterRecord) {
+	if err := d.lock.Lock(ctx); err != nil {
+		return
+	}
+	defer d.lock.Unlock()
+	for _, rec := range recs {
+		if _, held := d.at[rec.ID]; held {
+			continue
+		}
+		d.at[rec.ID] = len(d.status.Changes)
+		d.status.Changes = append(d.status.Changes, cdc.ChangeStatus{DeadLetterRecord: rec, State: cdc.StateParked})
+		d.status.Parked++
+	}
 }
 
 // receive hands every payload of the signal name to handle, in order.

@@ -313,3 +313,24 @@ func TestDeadLetterRefusesKeyChanges(t *testing.T) {
 		t.Fatalf("status (-want +got):\n%s", diff)
 	}
 }
+
+// TestDeadLetterAdoptsChangesOfALaterRun: a later run of the batch hands
+// the running group more changes; it holds each once and waits for them too.
+func TestDeadLetterAdoptsChangesOfALaterRun(t *testing.T) {
+	env := newEnv(t)
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateDiscarded, Outcome: "not needed"},
+		cdc.Settlement{ID: "dlq-8", State: cdc.StateDiscarded, Outcome: "not needed"})
+	signal(env, time.Minute, cdc.SignalAdopt, []cdc.DeadLetterRecord{parkedChange(8), parkedChange(7)})
+	signal(env, 2*time.Minute, cdc.SignalDiscard, cdc.DiscardRequest{Reason: "not needed"})
+	in := group(7)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
+	var st cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&st); err != nil {
+		t.Fatal(err)
+	}
+	want := status(in, cdc.StateDiscarded, []cdc.ChangeStatus{change(7, cdc.StateDiscarded, "not needed"), change(8, cdc.StateDiscarded, "not needed")},
+		[]cdc.Decision{{Action: cdc.ActionDiscard, IDs: []string{"dlq-7", "dlq-8"}, Reason: "not needed", Outcome: "2 discarded"}})
+	if diff := cmp.Diff(want, withoutTimes(st)); diff != "" {
+		t.Fatalf("status (-want +got):\n%s", diff)
+	}
+}

@@ -26,6 +26,10 @@ const (
 	UpdateReplayCorrected = "replay-corrected"
 	// QueryStatus returns the DeadLetterStatus.
 	QueryStatus = "status"
+	// SignalAdopt hands a running group more changes to hold ([]
+	// DeadLetterRecord): a later run of its batch parked them. It is sent
+	// by the batch, not by a person.
+	SignalAdopt = "adopt"
 )
 
 // ReplayRequest is the payload of a replay. IDs names the changes of the

@@ -24,10 +24,13 @@ func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
 
 // Recorded is what Record found of one record.
 type Recorded struct {
-	// Member: the row is in the record's group and still parked, so the
-	// group's workflow must hold it. A change parked before by another
-	// group, or decided already, is not.
+	// Member: the row is still parked, in the record's group or in a group
+	// of the same batch (recorded by an earlier run of it, whose group may
+	// never have started), so that group's workflow must hold it. A change
+	// parked by another batch, or decided already, is not.
 	Member bool
+	// Group is the group the row belongs to.
+	Group string
 	// Published: the row reached the DLQ topic already.
 	Published bool
 }
@@ -50,7 +53,7 @@ func (s *Store) Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]Reco
 			rec.ID, rec.Group, rec.Epoch, rec.ActionID, rec.Topic, rec.Partition, rec.Offset, rec.Table, string(rec.ErrorClass),
 			rec.Error, rec.Attempts, rec.FirstFailure, rec.LastFailure, rec.BatchWorkflowID, rec.BatchRunID, msg)
 	}
-	batch.Queue(`SELECT id, group_id, state, published_at FROM cdcflow.dead_letters WHERE id = ANY($1)`, ids)
+	batch.Queue(`SELECT id, group_id, state, published_at, batch_workflow_id FROM cdcflow.dead_letters WHERE id = ANY($1)`, ids)
 	br := s.pool.SendBatch(ctx, batch)
 	defer br.Close()
 	for range recs {
@@ -63,13 +66,13 @@ func (s *Store) Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]Reco
 		return nil, fmt.Errorf("read %d dead letters: %w", len(recs), err)
 	}
 	type row struct {
-		group, state string
-		published    *time.Time
+		group, state, batch string
+		published           *time.Time
 	}
 	found := map[string]row{}
 	var id string
 	var r row
-	if _, err := pgx.ForEachRow(rows, []any{&id, &r.group, &r.state, &r.published}, func() error {
+	if _, err := pgx.ForEachRow(rows, []any{&id, &r.group, &r.state, &r.published, &r.batch}, func() error {
 		found[id] = r
 		return nil
 	}); err != nil {
@@ -81,7 +84,8 @@ func (s *Store) Record(ctx context.Context, recs []cdc.DeadLetterRecord) ([]Reco
 		if !ok {
 			return nil, fmt.Errorf("dead letter %s: not recorded", rec.ID)
 		}
-		out[i] = Recorded{Member: r.group == rec.Group && r.state == string(cdc.StateParked), Published: r.published != nil}
+		out[i] = Recorded{Member: r.state == string(cdc.StateParked) && (r.group == rec.Group || r.batch == rec.BatchWorkflowID),
+			Group: r.group, Published: r.published != nil}
 	}
 	return out, nil
 }
