@@ -182,6 +182,17 @@ func (r *Runs) Claim(manifest event.Event) ([]int64, bool) {
 	return claim, true
 }
 
+// Claimable reports whether Claim would find the chunks of manifest,
+// without closing anything.
+func (r *Runs) Claimable(manifest event.Event) bool {
+	a := r.open[manifest.ActionID]
+	if a == nil || manifest.Chunks == nil {
+		return false
+	}
+	ru := a.bySum[manifest.Chunks.SHA256]
+	return ru != nil && ru.count == manifest.Chunks.Count && ru.complete != nil
+}
+
 // Close closes the runs of actionID: an event of it other than a manifest
 // was read (a later attempt published it whole, or as too large), so its
 // chunks read so far are orphans.

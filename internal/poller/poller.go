@@ -140,6 +140,7 @@ type partitionPoller struct {
 	pending  []entry     // read and not yet in a started batch, in offset order
 	events   int         // events and poison in pending: chunks are not events
 	bytes    int         // their bytes
+	whole    int64       // the full size of the large changes among them
 	deadline time.Time   // when the pending batch is cut
 	runs     kafkax.Runs // the chunk runs read, and which are open
 }
@@ -153,7 +154,15 @@ type entry struct {
 	chunk   bool
 	claimed bool    // a chunk named by a manifest's claim
 	claim   []int64 // a manifest's chunks
+	whole   int64   // a manifest's full size, once reassembled
 }
+
+// MaxWholeBytes bounds the large changes of one batch by their full size:
+// the apply reassembles each in memory, so a batch is cut before its large
+// changes would pass this, even though their manifests are small. One
+// larger change still makes a batch of its own. Tests lower it; it must not
+// change while a poller runs.
+var MaxWholeBytes int64 = 64 << 20
 
 func (e entry) size() int {
 	if e.poison != nil {
@@ -225,7 +234,8 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 func (pp *partitionPoller) add(ctx context.Context, m kafka.Message) {
 	cfg := pp.p.cfg
 	e, ev, chunk := pp.p.sort(pp.partition, m)
-	if !e.chunk && pp.events > 0 && pp.bytes+e.size() > cfg.MaxBytes {
+	large := !e.chunk && e.poison == nil && pp.runs.Claimable(ev)
+	if !e.chunk && pp.events > 0 && (pp.bytes+e.size() > cfg.MaxBytes || (large && pp.whole+ev.Chunks.Bytes > MaxWholeBytes)) {
 		pp.flush(ctx)
 	}
 	pp.runs.Abandon(m.Time, abandonedRunAge)
@@ -240,7 +250,7 @@ func (pp *partitionPoller) add(ctx context.Context, m kafka.Message) {
 				"no complete run of them was read before offset %d", ev.ActionID, ev.Chunks.Count, ev.Chunks.SHA256, m.Offset))
 			break
 		}
-		e.claim = claim
+		e.claim, e.whole = claim, ev.Chunks.Bytes
 		pp.markClaimed(claim)
 	default:
 		pp.runs.Close(ev.ActionID) // published again whole: its chunks read so far are orphans
@@ -254,6 +264,7 @@ func (pp *partitionPoller) add(ctx context.Context, m kafka.Message) {
 	}
 	pp.events++
 	pp.bytes += e.size()
+	pp.whole += e.whole
 	if pp.events >= cfg.MaxEvents {
 		pp.flush(ctx)
 	}
@@ -291,6 +302,7 @@ func (pp *partitionPoller) flush(ctx context.Context) {
 			if !e.chunk {
 				pp.events--
 				pp.bytes -= e.size()
+				pp.whole -= e.whole
 			}
 		}
 		if !pp.start(ctx, batch, commit) {

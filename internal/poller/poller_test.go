@@ -40,6 +40,9 @@ func TestChunkRunsStayWithTheirManifest(t *testing.T) {
 	cfg := poller.Config{Conn: kafkax.Conn{Brokers: brokers, Topic: topic}, GroupID: "g-" + suffix, TaskQueue: "q-" + suffix,
 		MaxEvents: 3, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxInFlight: 10, SessionTimeout: 6 * time.Second, MaxAttempts: 3,
 		OrderingWindow: time.Minute}
+	// Large changes of about 1.2 MiB: two do not fit one batch.
+	defer func(b int64) { poller.MaxWholeBytes = b }(poller.MaxWholeBytes)
+	poller.MaxWholeBytes = 2 << 20
 	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -190,4 +193,19 @@ func TestChunkRunsStayWithTheirManifest(t *testing.T) {
 	if got := [3]int64{p.Stats.BatchesStarted.Load(), p.Stats.OrphanChunks.Load(), p.Stats.Poison.Load()}; got != [3]int64{3, 1, 1} {
 		t.Fatalf("batches started, orphan chunks, poison: %v, want [3 1 1]", got)
 	}
+
+	// Offsets 15..24: two large changes whose full size passes
+	// MaxWholeBytes together, then two events: the batch is cut before the
+	// second large change's run, although its manifests are small.
+	chunksD, manifestD := large(9)
+	chunksE, manifestE := large(10)
+	write(append(chunksD, manifestD)...)
+	write(append(chunksE, manifestE, small(11), small(12))...)
+	waitCommitted(25)
+	in, ids = started(15, 18)
+	check(in, ids, []int64{9}, cdc.BatchInput{FirstOffset: 15, LastOffset: 18, EventCount: 1, Offsets: []int64{18},
+		Claims: []cdc.Claim{{Index: 0, Offsets: []int64{15, 16, 17}}}})
+	in, ids = started(19, 24)
+	check(in, ids, []int64{10, 11, 12}, cdc.BatchInput{FirstOffset: 19, LastOffset: 24, EventCount: 3, Offsets: []int64{22, 23, 24},
+		Claims: []cdc.Claim{{Index: 0, Offsets: []int64{19, 20, 21}}}})
 }
