@@ -243,6 +243,7 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	l.lost = len(published) - applied - parked + both
 	if l.lost > 0 {
 		p.logLost(published)
+		p.logConsumers()
 	}
 	l.twice = both
 	l.stuck = p.unfinishedBatches()
@@ -422,6 +423,49 @@ func (p *pipeline) logLost(published []int64) {
 		var id int64
 		if rows.Scan(&id) == nil {
 			p.t.Logf("lost: action_id %d", id)
+		}
+	}
+}
+
+// logConsumers logs, per partition, the end of the log and the consumer
+// group's committed offset, and the group's members and their partitions:
+// where a loss shows whether the starter stopped reading.
+func (p *pipeline) logConsumers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &kafka.Client{Addr: kafka.TCP(p.brokers...)}
+	parts := make([]int, partitions)
+	var reqs []kafka.OffsetRequest
+	for i := range parts {
+		parts[i] = i
+		reqs = append(reqs, kafka.LastOffsetOf(i))
+	}
+	last, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{p.topic: reqs}})
+	if err != nil {
+		p.t.Logf("list offsets: %v", err)
+		return
+	}
+	committed, err := c.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: p.env["CDCFLOW_GROUP_ID"], Topics: map[string][]int{p.topic: parts}})
+	if err != nil {
+		p.t.Logf("committed offsets: %v", err)
+		return
+	}
+	for _, po := range last.Topics[p.topic] {
+		for _, co := range committed.Topics[p.topic] {
+			if co.Partition == po.Partition {
+				p.t.Logf("partition %d: log ends at %d, the group committed %d", po.Partition, po.LastOffset, co.CommittedOffset)
+			}
+		}
+	}
+	groups, err := c.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{p.env["CDCFLOW_GROUP_ID"]}})
+	if err != nil {
+		p.t.Logf("describe group: %v", err)
+		return
+	}
+	for _, g := range groups.Groups {
+		p.t.Logf("group %s: state %s, %d members", g.GroupID, g.GroupState, len(g.Members))
+		for _, m := range g.Members {
+			p.t.Logf("member %s (%s): %v", m.MemberID, m.ClientHost, m.MemberAssignments.Topics)
 		}
 	}
 }
