@@ -116,7 +116,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		for i, a := range assigned {
 			parts[i] = a.ID
 		}
-		p.log.Info("partitions assigned", "generation", gen.ID, "partitions", parts)
+		p.log.Info("partitions assigned", "generation", gen.ID, "member", gen.MemberID, "partitions", parts)
 		for _, a := range assigned {
 			gen.Start(func(gctx context.Context) {
 				pp := &partitionPoller{p: p, gen: gen, partition: a.ID}
