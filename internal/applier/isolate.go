@@ -27,13 +27,11 @@ func (a *Applier) ApplyIsolating(ctx context.Context, events []event.Event) (cdc
 	valid := make([]int, 0, len(events))
 	for i := range events {
 		_, err := a.plan(ctx, events[i:i+1])
-		var perm *PermanentError
-		switch {
-		case errors.As(err, &perm):
-			failed = append(failed, failure(events, i, perm))
-		case err != nil:
+		aside, err := a.setAside(events, i, err, &failed)
+		if err != nil {
 			return cdc.Counts{}, nil, err
-		default:
+		}
+		if !aside {
 			valid = append(valid, i)
 		}
 	}
@@ -111,14 +109,11 @@ func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []in
 				err = classify(err)
 			}
 		}
-		var perm *PermanentError
-		switch {
-		case errors.As(err, &perm):
-			a.forgetOn(events[i].Table, perm)
-			failed = append(failed, failure(events, i, perm))
-		case err != nil:
+		aside, err := a.setAside(events, i, err, &failed)
+		if err != nil {
 			return cdc.Counts{}, nil, err
-		default:
+		}
+		if !aside {
 			writes[i] = write
 			todo = append(todo, i)
 		}
@@ -144,14 +139,11 @@ func (a *Applier) applyChunk(ctx context.Context, events []event.Event, idx []in
 	var res cdc.Counts
 	for _, i := range todo {
 		r, err := applyOne(ctx, tx, writes[i], i)
-		var perm *PermanentError
-		switch {
-		case errors.As(err, &perm):
-			a.forgetOn(events[i].Table, perm)
-			failed = append(failed, failure(events, i, perm))
-		case err != nil:
+		aside, err := a.setAside(events, i, err, &failed)
+		if err != nil {
 			return cdc.Counts{}, nil, err
-		default:
+		}
+		if !aside {
 			res = res.Add(r)
 		}
 	}
@@ -186,13 +178,11 @@ func (a *Applier) applySingly(ctx context.Context, events []event.Event, idx []i
 	var res cdc.Counts
 	for _, i := range idx {
 		r, err := a.Apply(ctx, events[i:i+1])
-		var perm *PermanentError
-		switch {
-		case errors.As(err, &perm):
-			failed = append(failed, failure(events, i, perm))
-		case err != nil:
+		aside, err := a.setAside(events, i, err, &failed)
+		if err != nil {
 			return cdc.Counts{}, nil, err
-		default:
+		}
+		if !aside {
 			res = res.Add(r)
 		}
 	}
@@ -303,3 +293,19 @@ func failure(events []event.Event, i int, perm *PermanentError) cdc.FailedEvent 
 // fromDatabase reports whether PostgreSQL raised the error (classify), as
 // opposed to a check made before any SQL ran.
 func (e *PermanentError) fromDatabase() bool { return e.Err != nil }
+
+// setAside files the outcome err of the event at i: a permanent failure is
+// added to failed (and the table's catalog is read again if it explains the
+// failure), reported as set aside; any other error is returned.
+func (a *Applier) setAside(events []event.Event, i int, err error, failed *[]cdc.FailedEvent) (bool, error) {
+	var perm *PermanentError
+	switch {
+	case errors.As(err, &perm):
+		a.forgetOn(events[i].Table, perm)
+		*failed = append(*failed, failure(events, i, perm))
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	return false, nil
+}
