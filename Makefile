@@ -1,6 +1,7 @@
 # cdcflow — see README.md. `make run` and `make test` set up everything they
 # need on a machine with Go and Debian's PostgreSQL 15.
 
+SHELL     := /bin/bash
 GO        ?= go
 CACHE     := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cdcflow
 TOOLS     := $(CACHE)/bin
@@ -79,7 +80,7 @@ CHAOS_SEED ?= $(shell date +%s)
 
 ## chaos: the long fault campaign, CHAOS_RUNS runs (default 100) from CHAOS_SEED (default: the time); prints a line a run and a total
 chaos: tools
-	cd internal/e2e && CDCFLOW_CHAOS_RUNS=$(CHAOS_RUNS) CDCFLOW_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -run '^TestChaos$$' -count=1 -timeout 0 -v . | grep -E '^(chaos:|runs |--- FAIL|FAIL|ok)'
+	cd internal/e2e && set -o pipefail && CDCFLOW_CHAOS_RUNS=$(CHAOS_RUNS) CDCFLOW_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -run '^TestChaos$$' -count=1 -timeout 0 -v . | grep --line-buffered -E '^(chaos:|runs |--- FAIL|FAIL|ok)'
 
 ## fuzz: fuzz the change-event decoder for a minute
 fuzz:

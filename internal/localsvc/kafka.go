@@ -1,10 +1,12 @@
 package localsvc
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -16,8 +18,11 @@ type Kafka struct {
 	Brokers []string
 	opts    KafkaOptions
 
-	mu      sync.Mutex
-	cluster *kfake.Cluster
+	mu       sync.Mutex
+	cluster  *kfake.Cluster
+	sessions *sessions
+	stop     context.CancelFunc
+	closed   bool
 }
 
 // KafkaOptions tunes the in-process broker.
@@ -31,7 +36,7 @@ type KafkaOptions struct {
 
 // StartKafka starts a one-broker in-process cluster on 127.0.0.1.
 func StartKafka(opts KafkaOptions) (*Kafka, error) {
-	k := &Kafka{opts: opts}
+	k := &Kafka{opts: opts, sessions: newSessions()}
 	c, err := k.newCluster(true)
 	if err != nil {
 		return nil, err
@@ -45,12 +50,19 @@ func StartKafka(opts KafkaOptions) (*Kafka, error) {
 		}
 		k.opts.Port, _ = strconv.Atoi(port)
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	k.stop = stop
+	go k.sessions.keep(ctx, k.Brokers, k.groupInfo, 250*time.Millisecond)
 	return k, nil
 }
 
 func (k *Kafka) newCluster(seed bool) (*kfake.Cluster, error) {
 	kopts := []kfake.Opt{kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(4),
-		kfake.BrokerConfigs(map[string]string{"message.max.bytes": strconv.Itoa(kafkax.MaxMessageBytes)})}
+		kfake.BrokerConfigs(map[string]string{
+			"message.max.bytes": strconv.Itoa(kafkax.MaxMessageBytes),
+			// The shortest session timeout cdcflow's configuration accepts.
+			"group.min.session.timeout.ms": "1000",
+		})}
 	if k.opts.Port != 0 {
 		kopts = append(kopts, kfake.Ports(k.opts.Port))
 	}
@@ -62,7 +74,12 @@ func (k *Kafka) newCluster(seed bool) (*kfake.Cluster, error) {
 			kopts = append(kopts, kfake.SeedTopics(parts, name))
 		}
 	}
-	return kfake.NewCluster(kopts...)
+	c, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		return nil, err
+	}
+	k.sessions.watch(c)
+	return c, nil
 }
 
 // Restart stops the broker and starts it again on the same port: with a
@@ -81,9 +98,22 @@ func (k *Kafka) Restart() error {
 
 // Close stops the broker.
 func (k *Kafka) Close() {
+	k.stop()
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.closed = true
 	k.cluster.Close()
+}
+
+// groupInfo describes a group of the running broker; nil once it is closed
+// (a closed broker would never answer).
+func (k *Kafka) groupInfo(group string) *kfake.GroupInfo {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return nil
+	}
+	return k.cluster.GroupInfo(group)
 }
 
 // Cluster returns the in-process broker, for tests that intercept requests.
