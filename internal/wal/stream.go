@@ -1,0 +1,246 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// Config names what logical replication capture uses on the source.
+type Config struct {
+	Publication string   // created for Tables if missing, and given the tables it lacks
+	Slot        string   // created if missing
+	Tables      []string // schema.name; a partitioned table is published through its root
+	// StatusInterval is how often the reader tells the source how far it
+	// has confirmed, also when nothing changes; it must be well below the
+	// source's wal_sender_timeout (60 s by default). 0: 10 s.
+	StatusInterval time.Duration
+}
+
+// ErrSlotLost is returned when the source has removed the log the slot
+// still needed (max_slot_wal_keep_size): changes are lost, and the capture
+// must be set up again with a new slot and a snapshot (operations.md).
+var ErrSlotLost = errors.New("the replication slot has lost the log it needs (wal_status = lost)")
+
+// Setup creates the publication and the slot when they are missing, and
+// adds to the publication the configured tables it lacks. It returns the
+// slot's confirmed position.
+func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, error) {
+	tables := make([]string, len(cfg.Tables))
+	for i, t := range cfg.Tables {
+		norm, err := event.NormalizeTable(t)
+		if err != nil {
+			return 0, fmt.Errorf("table allowlist: %w", err)
+		}
+		tables[i] = norm
+	}
+	var published []string
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("read publication %s: %w", cfg.Publication, err)
+	}
+	if exists {
+		rows, err := pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, cfg.Publication)
+		if err != nil {
+			return 0, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
+		}
+		if published, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return 0, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
+		}
+	}
+	var missing []string
+	for _, t := range tables {
+		if !slices.Contains(published, t) {
+			schema, rel, _ := strings.Cut(t, ".")
+			missing = append(missing, pgx.Identifier{schema, rel}.Sanitize())
+		}
+	}
+	pub := pgx.Identifier{cfg.Publication}.Sanitize()
+	switch {
+	case !exists:
+		sql := `CREATE PUBLICATION ` + pub + ` WITH (publish_via_partition_root = true)`
+		if len(missing) > 0 {
+			sql = `CREATE PUBLICATION ` + pub + ` FOR TABLE ` + strings.Join(missing, ", ") + ` WITH (publish_via_partition_root = true)`
+		}
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			return 0, fmt.Errorf("create publication %s: %w", cfg.Publication, err)
+		}
+	case len(missing) > 0:
+		if _, err := pool.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(missing, ", ")); err != nil {
+			return 0, fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), cfg.Publication, err)
+		}
+	}
+
+	var confirmed *string
+	var status *string
+	err := pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&confirmed, &status)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, cfg.Slot).Scan(&confirmed)
+		if err != nil {
+			return 0, fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
+		}
+	} else if err != nil {
+		return 0, fmt.Errorf("read replication slot %s: %w", cfg.Slot, err)
+	}
+	if status != nil && *status == "lost" {
+		return 0, fmt.Errorf("slot %s: %w", cfg.Slot, ErrSlotLost)
+	}
+	if confirmed == nil {
+		return 0, fmt.Errorf("slot %s has no confirmed position: is it a logical slot?", cfg.Slot)
+	}
+	return pglogrepl.ParseLSN(*confirmed)
+}
+
+// Stream reads the slot and hands its transactions to a Handler.
+type Stream struct {
+	cfg     Config
+	dsn     string
+	decoder *Decoder
+}
+
+// NewStream returns a reader of the slot of cfg on the source at dsn;
+// decoder reads the source's catalog.
+func NewStream(dsn string, cfg Config, decoder *Decoder) *Stream {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 10 * time.Second
+	}
+	return &Stream{cfg: cfg, dsn: dsn, decoder: decoder}
+}
+
+// Run reads from the slot's confirmed position until ctx is done or the
+// connection fails. confirmed returns how far the changes handed to h are
+// safely published: Run confirms that to the source (which may then drop
+// the log before it) and never more, except that when everything handed
+// over is published, it confirms the position the source has sent up to,
+// so that writes to tables outside the publication do not hold the log.
+func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.LSN) error {
+	conn, err := s.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+		PluginArgs: []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(s.cfg.Publication, "'", "''") + "'"},
+	})
+	if err != nil {
+		return fmt.Errorf("start replication from slot %s: %w", s.cfg.Slot, err)
+	}
+	var (
+		handed  pglogrepl.LSN // the end of the last transaction handed over
+		sent    pglogrepl.LSN // what the source's keepalives say it has sent
+		last    time.Time     // when the last confirmation went
+		told    pglogrepl.LSN // what was last confirmed to the source
+		next    = time.Now()
+		inTx    bool
+		tracker = txTracker{Handler: h, inTx: &inTx, handed: &handed}
+	)
+	for {
+		// Confirm at the interval, when asked, and soon after progress.
+		if now := time.Now(); !now.Before(next) || (confirmed() > told && now.Sub(last) >= 100*time.Millisecond) {
+			pos := confirmed()
+			if !inTx && pos >= handed && sent > pos {
+				pos = sent // everything handed over is published: nothing before sent is pending
+			}
+			if pos < told {
+				pos = told
+			}
+			if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos}); err != nil {
+				return fmt.Errorf("confirm %s to slot %s: %w", pos, s.cfg.Slot, err)
+			}
+			told, last, next = pos, now, now.Add(s.cfg.StatusInterval)
+		}
+		wake := time.Now().Add(100 * time.Millisecond) // to confirm progress soon
+		if next.Before(wake) {
+			wake = next
+		}
+		rctx, cancel := context.WithDeadline(ctx, wake)
+		raw, err := conn.ReceiveMessage(rctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
+		}
+		switch msg := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("read slot %s: %w", s.cfg.Slot, pgconn.ErrorResponseToPgError(msg))
+		case *pgproto3.CopyData:
+			if len(msg.Data) == 0 {
+				continue
+			}
+			switch msg.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
+				}
+				sent = max(sent, ka.ServerWALEnd)
+				if ka.ReplyRequested {
+					next = time.Time{}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(msg.Data[1:])
+				if err != nil {
+					return fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
+				}
+				if err := s.decoder.Decode(ctx, xld.WALData, tracker); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+// txTracker follows which transaction is open and the end of the last
+// one handed over.
+type txTracker struct {
+	Handler
+	inTx   *bool
+	handed *pglogrepl.LSN
+}
+
+func (t txTracker) Begin(ctx context.Context, tx Tx) error {
+	*t.inTx = true
+	return t.Handler.Begin(ctx, tx)
+}
+
+func (t txTracker) Commit(ctx context.Context, tx Tx) error {
+	if err := t.Handler.Commit(ctx, tx); err != nil {
+		return err
+	}
+	*t.inTx, *t.handed = false, tx.EndLSN
+	return nil
+}
+
+// connect opens a replication connection whose values print as the
+// trigger capture's do: timestamps in UTC, ISO dates, hex bytea.
+func (s *Stream) connect(ctx context.Context) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(s.dsn)
+	if err != nil {
+		return nil, fmt.Errorf("source DSN: %w", err)
+	}
+	for k, v := range map[string]string{"replication": "database", "TimeZone": "UTC", "DateStyle": "ISO",
+		"IntervalStyle": "postgres", "extra_float_digits": "1", "bytea_output": "hex"} {
+		cfg.RuntimeParams[k] = v
+	}
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open a replication connection to the source: %w", err)
+	}
+	return conn, nil
+}
