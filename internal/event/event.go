@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"reflect"
 	"slices"
@@ -75,6 +76,14 @@ type Event struct {
 	// TooLarge, set instead of the row images, marks a change whose row
 	// image exceeded capture's limit: capture parked it on the source.
 	TooLarge *TooLarge `json:"too_large,omitempty"`
+	// LSN and Xid, from log-based capture: the commit LSN ("16/B374D848")
+	// and the id of the change's transaction.
+	LSN string `json:"lsn,omitempty"`
+	Xid uint32 `json:"xid,omitempty"`
+	// Unchanged, on an update from log-based capture, names the columns
+	// left out of After: values stored out of line (TOAST) that the update
+	// did not change, which the log does not carry. The apply keeps them.
+	Unchanged []string `json:"unchanged,omitempty"`
 
 	// Column names of Key and After, found by Decode; see KeyColumns.
 	keyVals, afterVals map[string]json.RawMessage
@@ -169,6 +178,9 @@ type wire struct {
 	SchemaVersion json.RawMessage `json:"schema_version"`
 	Chunks        json.RawMessage `json:"chunks"`
 	TooLarge      json.RawMessage `json:"too_large"`
+	LSN           *string         `json:"lsn"`
+	Xid           json.RawMessage `json:"xid"`
+	Unchanged     []string        `json:"unchanged"`
 }
 
 // Decode parses and validates one encoded event as it travels in one
@@ -276,7 +288,66 @@ func decode(data []byte, limit int, standIns bool) (Event, error) {
 		return Event{}, invalid("schema_version", "unsupported version %d (this build reads 1..%d)", v, CurrentSchemaVersion)
 	}
 	ev.SchemaVersion = int(v)
+	if ev.LSN, ev.Xid, ev.Unchanged, err = position(w, ev); err != nil {
+		return Event{}, err
+	}
 	return ev, nil
+}
+
+// position parses what log-based capture adds: the commit LSN, the
+// transaction id, and the unchanged columns an update leaves out.
+func position(w wire, ev Event) (string, uint32, []string, error) {
+	var lsn string
+	if w.LSN != nil {
+		hi, lo, ok := strings.Cut(*w.LSN, "/")
+		if !ok || !isHex(hi) || !isHex(lo) || len(hi) > 8 || len(lo) > 8 {
+			return "", 0, nil, invalid("lsn", "want an LSN like 16/B374D848, got %q", *w.LSN)
+		}
+		lsn = *w.LSN
+	}
+	var xid uint32
+	if len(w.Xid) > 0 && string(w.Xid) != "null" {
+		n, err := integer("xid", w.Xid)
+		if err != nil {
+			return "", 0, nil, err
+		}
+		if n < 0 || n > math.MaxUint32 {
+			return "", 0, nil, invalid("xid", "%d is not a transaction id", n)
+		}
+		xid = uint32(n)
+	}
+	if len(w.Unchanged) == 0 {
+		return lsn, xid, nil, nil
+	}
+	if ev.Op != OpUpdate {
+		return "", 0, nil, invalid("unchanged", "only an update leaves columns unchanged, this is a %s", ev.Op)
+	}
+	seen := map[string]bool{}
+	for _, c := range w.Unchanged {
+		_, inAfter := ev.afterVals[c]
+		switch {
+		case c == "":
+			return "", 0, nil, invalid("unchanged", "an empty column name")
+		case seen[c]:
+			return "", 0, nil, invalid("unchanged", "column %q named twice", c)
+		case inAfter:
+			return "", 0, nil, invalid("unchanged", "column %q is also in after", c)
+		}
+		seen[c] = true
+	}
+	return lsn, xid, w.Unchanged, nil
+}
+
+func isHex(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", c) {
+			return false
+		}
+	}
+	return true
 }
 
 // standIn parses the members that make an event stand for another: chunks

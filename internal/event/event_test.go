@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -58,6 +59,26 @@ func TestDecodeDeleteWithoutAfter(t *testing.T) {
 	}
 }
 
+// TestDecodeLogPosition: what log-based capture adds survives a round trip.
+func TestDecodeLogPosition(t *testing.T) {
+	in := strings.Replace(valid, `"action_id":7`, `"action_id":7,"lsn":"16/B374D848","xid":4294967295,"unchanged":["bio"]`, 1)
+	ev, err := Decode([]byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.LSN != "16/B374D848" || again.Xid != 4294967295 || !slices.Equal(again.Unchanged, []string{"bio"}) {
+		t.Errorf("round trip: lsn %q xid %d unchanged %v", again.LSN, again.Xid, again.Unchanged)
+	}
+}
+
 func TestDecodeRejects(t *testing.T) {
 	repl := func(old, new string) string { return strings.Replace(valid, old, new, 1) }
 	cases := []struct {
@@ -110,6 +131,14 @@ func TestDecodeRejects(t *testing.T) {
 		{"manifest marked too large", manifest(`"too_large":{"bytes":9,"limit":8},`), "chunks: a manifest cannot also be marked too_large"},
 		{"mark within the limit", mark(`{"bytes":8,"limit":8}`), "too_large: bytes 8 is within the limit 8"},
 		{"mark without a limit", mark(`{"bytes":8}`), "too_large.limit: missing"},
+		{"malformed lsn", repl(`"action_id":7`, `"action_id":7,"lsn":"16-B374"`), `lsn: want an LSN like 16/B374D848, got "16-B374"`},
+		{"lsn of too many digits", repl(`"action_id":7`, `"action_id":7,"lsn":"1/123456789"`), `lsn: want an LSN like`},
+		{"negative xid", repl(`"action_id":7`, `"action_id":7,"xid":-3`), "xid: want a positive 64-bit integer, got -3"},
+		{"xid beyond 32 bits", repl(`"action_id":7`, `"action_id":7,"xid":4294967296`), "xid: 4294967296 is not a transaction id"},
+		{"unchanged on a delete", strings.Replace(repl(`"op":"update"`, `"op":"delete"`), `"after":{"emp_id":1,"first_name":"Ada"},`, `"unchanged":["bio"],`, 1),
+			"unchanged: only an update leaves columns unchanged, this is a delete"},
+		{"unchanged also in after", repl(`"action_id":7`, `"action_id":7,"unchanged":["first_name"]`), `unchanged: column "first_name" is also in after`},
+		{"unchanged twice", repl(`"action_id":7`, `"action_id":7,"unchanged":["bio","bio"]`), `unchanged: column "bio" named twice`},
 		{"mark with an image", strings.Replace(mark(`{"bytes":9,"limit":8}`), `"op":"insert",`, `"op":"insert","after":{"emp_id":1},`, 1),
 			"after: must be absent in the mark of a change too large to publish"},
 	}
