@@ -168,36 +168,10 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 	if len(events) == 0 {
 		return 0, nil
 	}
-	var (
-		writes [][]kafka.Message // in order, each acknowledged before the next
-		msgs   []kafka.Message
-		ids    []int64
-		parked oversized
-	)
-	for _, ev := range events {
-		ev, size, err := c.fit(ctx, ev)
-		if err != nil {
-			return 0, err
-		}
-		if ev.TooLarge != nil {
-			parked.add(ev, size)
-		}
-		value, err := event.Encode(ev)
-		if err != nil {
-			return 0, fmt.Errorf("encode action_id %d: %w", ev.ActionID, err)
-		}
-		chunks, last, err := kafkax.Messages(ev, value)
-		if err != nil {
-			return 0, err
-		}
-		if len(chunks) > 0 {
-			writes = append(writes, append(msgs, chunks...))
-			msgs = nil
-		}
-		msgs = append(msgs, last)
-		ids = append(ids, ev.ActionID)
+	writes, ids, parked, err := c.prepare(ctx, events)
+	if err != nil {
+		return 0, err
 	}
-	writes = append(writes, msgs)
 	for _, w := range writes {
 		if err := c.publish(ctx, w); err != nil {
 			return 0, fmt.Errorf("publish %d messages of %d events from action_id %d: %w", len(w), len(ids), ids[0], err)
@@ -229,6 +203,43 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 	return len(ids), nil
 }
 
+// prepare turns events into the writes that publish them, in order, each
+// to be acknowledged before the next is sent (a large change's chunks go in
+// an earlier write than its manifest), with their action_ids and the
+// changes too large to publish, whose marks the writes carry.
+func (c *Capture) prepare(ctx context.Context, events []event.Event) ([][]kafka.Message, []int64, oversized, error) {
+	var (
+		writes [][]kafka.Message
+		msgs   []kafka.Message
+		ids    []int64
+		parked oversized
+	)
+	for _, orig := range events {
+		ev, size, err := c.fit(ctx, orig)
+		if err != nil {
+			return nil, nil, parked, err
+		}
+		if ev.TooLarge != nil {
+			parked.add(ev, orig, size)
+		}
+		value, err := event.Encode(ev)
+		if err != nil {
+			return nil, nil, parked, fmt.Errorf("encode action_id %d: %w", ev.ActionID, err)
+		}
+		chunks, last, err := kafkax.Messages(ev, value)
+		if err != nil {
+			return nil, nil, parked, err
+		}
+		if len(chunks) > 0 {
+			writes = append(writes, append(msgs, chunks...))
+			msgs = nil
+		}
+		msgs = append(msgs, last)
+		ids = append(ids, ev.ActionID)
+	}
+	return append(writes, msgs), ids, parked, nil
+}
+
 // moveSQL deletes published outbox rows and keeps those of changes too
 // large in oversized_changes, in one statement.
 const moveSQL = `WITH gone AS (
@@ -241,16 +252,19 @@ SELECT g.action_id, g.table_name, g.op, g.key, g.before, g.after, g.changed_at, 
 FROM gone g JOIN unnest($2::bigint[], $3::timestamptz[], $4::bigint[]) AS p(action_id, committed_at, size_bytes) USING (action_id)
 ON CONFLICT (action_id) DO NOTHING`
 
-// oversized collects the changes of a step that are too large.
+// oversized collects the changes of a step that are too large: their
+// marks, and the changes as read.
 type oversized struct {
 	events    []event.Event
+	originals []event.Event
 	ids       []int64
 	committed []time.Time
 	sizes     []int64
 }
 
-func (o *oversized) add(ev event.Event, size int) {
+func (o *oversized) add(ev, orig event.Event, size int) {
 	o.events = append(o.events, ev)
+	o.originals = append(o.originals, orig)
 	o.ids = append(o.ids, ev.ActionID)
 	o.committed = append(o.committed, ev.CommitTime)
 	o.sizes = append(o.sizes, int64(size))
@@ -406,7 +420,7 @@ func (c *Capture) establishEpoch(ctx context.Context) error {
 		return fmt.Errorf("establish the capture epoch: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	epoch, reason, err := establishEpoch(ctx, tx, c.cfg.Newest, time.Now())
+	epoch, reason, err := establishEpoch(ctx, tx, c.cfg.Newest, time.Now(), epochCheck{held: outboxHolds})
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,7 @@ type epochRow struct {
 // holds changes of this epoch that the outbox's action_id has not reached
 // (restored to an earlier state). A new epoch is greater than every epoch
 // before it, so the destination orders its changes after theirs.
-func establishEpoch(ctx context.Context, tx pgx.Tx, newest Newest, now time.Time) (Epoch, string, error) {
+func establishEpoch(ctx context.Context, tx pgx.Tx, newest Newest, now time.Time, check epochCheck) (Epoch, string, error) {
 	var cur epochRow
 	err := tx.QueryRow(ctx, `SELECT source_id::text, epoch, system_identifier, timeline, published_through
 		FROM cdcflow.capture_epoch FOR UPDATE`).Scan(&cur.source, &cur.epoch, &cur.system, &cur.timeline, &cur.published)
@@ -59,22 +59,19 @@ func establishEpoch(ctx context.Context, tx pgx.Tx, newest Newest, now time.Time
 		}
 	}
 	if inKafka && k.Epoch == cur.epoch && k.ActionID > cur.published {
-		// Published but not deleted from the outbox (capture stopped between
-		// Kafka's ack and the delete), or another change under that
-		// action_id (the source restored to before it).
-		// A manifest or a too-large mark carries no row image: it is matched
-		// by its key.
-		whole := k.Chunks == nil && k.TooLarge == nil
-		err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM cdcflow.outbox WHERE action_id = $1 AND table_name = $2
-			AND op = $3 AND key = $4::jsonb AND (NOT $6 OR after IS NOT DISTINCT FROM $5::jsonb))`,
-			k.ActionID, k.Table, string(k.Op), string(k.Key), nullable(k.After), whole).Scan(&held)
-		if err != nil {
-			return Epoch{}, "", fmt.Errorf("look for the newest published change in the outbox: %w", err)
+		// Published, and the source may still hold it to publish again
+		// (capture stopped between Kafka's ack and recording it), or
+		// another change had that action_id (the source restored to before
+		// it).
+		if held, err = check.held(ctx, tx, k); err != nil {
+			return Epoch{}, "", err
 		}
 	}
 
 	var reason string
 	switch {
+	case check.fresh != "":
+		reason = check.fresh
 	case !found:
 		reason = "no epoch recorded: capture starts on this source for the first time, or its cdcflow schema was created again"
 	case cur.system != "" && system != "" && cur.system != system:
@@ -103,6 +100,30 @@ func establishEpoch(ctx context.Context, tx pgx.Tx, newest Newest, now time.Time
 		return Epoch{}, "", fmt.Errorf("record a new capture epoch: %w", err)
 	}
 	return e, reason, nil
+}
+
+// epochCheck is what a mode of capture adds to establishEpoch.
+type epochCheck struct {
+	// held reports whether the source holds k, a change Kafka has beyond
+	// what the source recorded as published, to publish it again.
+	held func(ctx context.Context, tx pgx.Tx, k event.Event) (bool, error)
+	// fresh, when set, is why the epoch must start over whatever else
+	// holds (a replication slot created anew).
+	fresh string
+}
+
+// outboxHolds reports whether the outbox still holds k: a manifest or a
+// too-large mark carries no row image, and is matched by its key.
+func outboxHolds(ctx context.Context, tx pgx.Tx, k event.Event) (bool, error) {
+	whole := k.Chunks == nil && k.TooLarge == nil
+	var held bool
+	err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT FROM cdcflow.outbox WHERE action_id = $1 AND table_name = $2
+		AND op = $3 AND key = $4::jsonb AND (NOT $6 OR after IS NOT DISTINCT FROM $5::jsonb))`,
+		k.ActionID, k.Table, string(k.Op), string(k.Key), nullable(k.After), whole).Scan(&held)
+	if err != nil {
+		return false, fmt.Errorf("look for the newest published change in the outbox: %w", err)
+	}
+	return held, nil
 }
 
 // identity reads the source cluster's system identifier and timeline; both

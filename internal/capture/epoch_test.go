@@ -43,7 +43,7 @@ func TestEpoch(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer tx.Rollback(ctx) //nolint:errcheck
-		e, reason, err := establishEpoch(ctx, tx, newest, now)
+		e, reason, err := establishEpoch(ctx, tx, newest, now, epochCheck{held: outboxHolds})
 		if err != nil {
 			t.Fatal(err)
 		}

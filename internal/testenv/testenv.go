@@ -199,3 +199,21 @@ func NewDestination(t testing.TB, timeouts applier.Timeouts, tables ...string) (
 	}
 	return pool, apl
 }
+
+// DropSlotAtCleanup drops the replication slot slot when the test ends:
+// slots belong to the whole server, outlive the test's database and hold
+// the server's log. Its sender, if still running, is terminated first.
+func DropSlotAtCleanup(t testing.TB, pool *pgxpool.Pool, slot string) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for range 50 {
+			_, _ = pool.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, slot)
+			_, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, slot)
+			if err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond) // the terminated sender has yet to let go of the slot
+		}
+		t.Errorf("replication slot %s could not be dropped", slot)
+	})
+}

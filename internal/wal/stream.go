@@ -35,28 +35,28 @@ var ErrSlotLost = errors.New("the replication slot has lost the log it needs (wa
 
 // Setup creates the publication and the slot when they are missing, and
 // adds to the publication the configured tables it lacks. It returns the
-// slot's confirmed position.
-func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, error) {
+// slot's confirmed position, and whether it created the slot.
+func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, bool, error) {
 	tables := make([]string, len(cfg.Tables))
 	for i, t := range cfg.Tables {
 		norm, err := event.NormalizeTable(t)
 		if err != nil {
-			return 0, fmt.Errorf("table allowlist: %w", err)
+			return 0, false, fmt.Errorf("table allowlist: %w", err)
 		}
 		tables[i] = norm
 	}
 	var published []string
 	var exists bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&exists); err != nil {
-		return 0, fmt.Errorf("read publication %s: %w", cfg.Publication, err)
+		return 0, false, fmt.Errorf("read publication %s: %w", cfg.Publication, err)
 	}
 	if exists {
 		rows, err := pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, cfg.Publication)
 		if err != nil {
-			return 0, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
+			return 0, false, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
 		}
 		if published, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return 0, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
+			return 0, false, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
 		}
 	}
 	var missing []string
@@ -74,32 +74,35 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 			sql = `CREATE PUBLICATION ` + pub + ` FOR TABLE ` + strings.Join(missing, ", ") + ` WITH (publish_via_partition_root = true)`
 		}
 		if _, err := pool.Exec(ctx, sql); err != nil {
-			return 0, fmt.Errorf("create publication %s: %w", cfg.Publication, err)
+			return 0, false, fmt.Errorf("create publication %s: %w", cfg.Publication, err)
 		}
 	case len(missing) > 0:
 		if _, err := pool.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(missing, ", ")); err != nil {
-			return 0, fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), cfg.Publication, err)
+			return 0, false, fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), cfg.Publication, err)
 		}
 	}
 
 	var confirmed *string
 	var status *string
+	created := false
 	err := pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&confirmed, &status)
 	if errors.Is(err, pgx.ErrNoRows) {
+		created = true
 		err = pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, cfg.Slot).Scan(&confirmed)
 		if err != nil {
-			return 0, fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
+			return 0, false, fmt.Errorf("create replication slot %s: %w", cfg.Slot, err)
 		}
 	} else if err != nil {
-		return 0, fmt.Errorf("read replication slot %s: %w", cfg.Slot, err)
+		return 0, false, fmt.Errorf("read replication slot %s: %w", cfg.Slot, err)
 	}
 	if status != nil && *status == "lost" {
-		return 0, fmt.Errorf("slot %s: %w", cfg.Slot, ErrSlotLost)
+		return 0, false, fmt.Errorf("slot %s: %w", cfg.Slot, ErrSlotLost)
 	}
 	if confirmed == nil {
-		return 0, fmt.Errorf("slot %s has no confirmed position: is it a logical slot?", cfg.Slot)
+		return 0, false, fmt.Errorf("slot %s has no confirmed position: is it a logical slot?", cfg.Slot)
 	}
-	return pglogrepl.ParseLSN(*confirmed)
+	lsn, err := pglogrepl.ParseLSN(*confirmed)
+	return lsn, created, err
 }
 
 // Stream reads the slot and hands its transactions to a Handler.
@@ -137,13 +140,14 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 		return fmt.Errorf("start replication from slot %s: %w", s.cfg.Slot, err)
 	}
 	var (
-		handed  pglogrepl.LSN // the end of the last transaction handed over
-		sent    pglogrepl.LSN // what the source's keepalives say it has sent
-		last    time.Time     // when the last confirmation went
-		told    pglogrepl.LSN // what was last confirmed to the source
-		next    = time.Now()
-		inTx    bool
-		tracker = txTracker{Handler: h, inTx: &inTx, handed: &handed}
+		handed   pglogrepl.LSN // the end of the last transaction handed over
+		sent     pglogrepl.LSN // what the source's keepalives say it has sent
+		last     time.Time     // when the last confirmation went
+		told     pglogrepl.LSN // what was last confirmed to the source
+		next     = time.Now()
+		inTx     bool
+		tracker  = txTracker{Handler: h, inTx: &inTx, handed: &handed, dirty: new(bool)}
+		idler, _ = h.(Idler)
 	)
 	for {
 		// Confirm at the interval, when asked, and soon after progress.
@@ -161,6 +165,10 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 			told, last, next = pos, now, now.Add(s.cfg.StatusInterval)
 		}
 		wake := time.Now().Add(100 * time.Millisecond) // to confirm progress soon
+		idle := idler != nil && *tracker.dirty
+		if idle {
+			wake = time.Now().Add(IdleAfter)
+		}
 		if next.Before(wake) {
 			wake = next
 		}
@@ -172,6 +180,12 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 		}
 		if err != nil {
 			if pgconn.Timeout(err) {
+				if idle {
+					*tracker.dirty = false
+					if err := idler.Idle(ctx); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			return fmt.Errorf("read slot %s: %w", s.cfg.Slot, err)
@@ -206,12 +220,27 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 	}
 }
 
-// txTracker follows which transaction is open and the end of the last
-// one handed over.
+// Idler is a Handler told when the slot has sent nothing for IdleAfter
+// since the last change: a moment to publish what it holds.
+type Idler interface {
+	Idle(ctx context.Context) error
+}
+
+// IdleAfter is how long the slot must be quiet before Idle is called.
+const IdleAfter = 5 * time.Millisecond
+
+// txTracker follows which transaction is open, the end of the last one
+// handed over, and whether anything came since the handler was last idle.
 type txTracker struct {
 	Handler
 	inTx   *bool
 	handed *pglogrepl.LSN
+	dirty  *bool
+}
+
+func (t txTracker) Change(ctx context.Context, tx Tx, c Change) error {
+	*t.dirty = true
+	return t.Handler.Change(ctx, tx, c)
 }
 
 func (t txTracker) Begin(ctx context.Context, tx Tx) error {
@@ -223,7 +252,7 @@ func (t txTracker) Commit(ctx context.Context, tx Tx) error {
 	if err := t.Handler.Commit(ctx, tx); err != nil {
 		return err
 	}
-	*t.inTx, *t.handed = false, tx.EndLSN
+	*t.inTx, *t.handed, *t.dirty = false, tx.EndLSN, true
 	return nil
 }
 

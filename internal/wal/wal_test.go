@@ -48,18 +48,7 @@ func newSource(t *testing.T, schema string, tables ...string) *source {
 		t.Fatal(err)
 	}
 	s := &source{t: t, dsn: dsn, pool: pool, cfg: Config{Publication: "cdcflow", Slot: name, Tables: tables, StatusInterval: time.Second}}
-	t.Cleanup(func() {
-		// The slot outlives the database unless dropped, and holds the log.
-		ctx := context.Background()
-		for range 50 {
-			_, _ = pool.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active_pid IS NOT NULL`, name)
-			if _, err := pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, name); err == nil || strings.Contains(err.Error(), "does not exist") {
-				return
-			}
-			time.Sleep(100 * time.Millisecond) // the terminated sender lets go of the slot
-		}
-		t.Errorf("slot %s could not be dropped", name)
-	})
+	testenv.DropSlotAtCleanup(t, pool, name)
 	return s
 }
 
@@ -188,7 +177,7 @@ func TestStreamReadsCommittedChanges(t *testing.T) {
 		CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');`,
 		"public.items", "public.lines", "public.events")
 	ctx := context.Background()
-	if _, err := Setup(ctx, s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(ctx, s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	s.exec(`BEGIN;
@@ -253,7 +242,7 @@ func TestStreamReadsCommittedChanges(t *testing.T) {
 // is not sent again.
 func TestStreamResumesAfterItsConfirmedPosition(t *testing.T) {
 	s := newSource(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`, "public.t")
-	if _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	s.exec(`INSERT INTO t VALUES (1, 1)`)
@@ -282,7 +271,7 @@ func TestStreamLeavesOutUnchangedToast(t *testing.T) {
 		ALTER TABLE fulldocs REPLICA IDENTITY FULL;
 		ALTER TABLE docs ALTER body SET STORAGE EXTERNAL; ALTER TABLE fulldocs ALTER body SET STORAGE EXTERNAL;`,
 		"public.docs", "public.fulldocs")
-	if _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	body := strings.Repeat("0123456789", 1000) // out of line: stored externally
@@ -308,11 +297,11 @@ func TestStreamLeavesOutUnchangedToast(t *testing.T) {
 func TestSetupAddsTables(t *testing.T) {
 	s := newSource(t, `CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)`, "public.a")
 	ctx := context.Background()
-	if _, err := Setup(ctx, s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(ctx, s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	s.cfg.Tables = []string{"public.a", "public.b"}
-	if _, err := Setup(ctx, s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(ctx, s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT tablename::text FROM pg_publication_tables WHERE pubname = 'cdcflow' ORDER BY 1`)
@@ -327,7 +316,7 @@ func TestSetupAddsTables(t *testing.T) {
 		t.Errorf("published tables %v, want [a b]", tables)
 	}
 	s.cfg.Tables = []string{"public.nope"}
-	if _, err := Setup(ctx, s.pool, s.cfg); err == nil || !strings.Contains(err.Error(), `"public"."nope"`) {
+	if _, _, err := Setup(ctx, s.pool, s.cfg); err == nil || !strings.Contains(err.Error(), `"public"."nope"`) {
 		t.Errorf("a table that does not exist: %v", err)
 	}
 }
@@ -337,7 +326,7 @@ func TestSetupAddsTables(t *testing.T) {
 // its changes is handed over.
 func TestStreamRefusesATableWithoutPrimaryKey(t *testing.T) {
 	s := newSource(t, `CREATE TABLE loose (id int, v int); ALTER TABLE loose REPLICA IDENTITY FULL`, "public.loose")
-	if _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
+	if _, _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
 		t.Fatal(err)
 	}
 	s.exec(`INSERT INTO loose VALUES (1, 1)`)

@@ -1,0 +1,240 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/wal"
+)
+
+// Logical publishes the changes a logical replication slot reads: capture
+// from the write-ahead log, with no trigger and no outbox on the source.
+//
+// action_ids increase in commit order: the slot sends whole transactions
+// in commit order, and Logical numbers their changes one after another. So
+// that a change read again after a crash gets the action_id it had, the
+// numbering is checkpointed on the source (capture_epoch.wal_through and
+// wal_action_id) once Kafka acknowledged what it covers, always at the end
+// of a transaction, and only then is the slot's position confirmed. A
+// transaction the slot sends again that commits before the checkpoint is
+// skipped; one after it is numbered from the checkpoint, as it was before.
+// Changes are published while their transaction is still being read (the
+// slot holds a large transaction on the source's disk, not here), so a crash
+// may publish part of a transaction twice, under the same action_ids.
+type Logical struct {
+	c   *Capture
+	wal wal.Config
+	dsn string
+
+	through   pglogrepl.LSN // the checkpoint: transactions that commit before it are published
+	next      int64         // the action_id of the next change
+	skip      bool          // the open transaction is published already
+	pending   []event.Event // read, not yet published
+	bytes     int
+	done      checkpoint // the end of the last transaction in pending or published
+	saved     checkpoint // the checkpoint on the source
+	confirmed atomic.Uint64
+}
+
+// checkpoint is where the numbering stands at the end of a transaction.
+type checkpoint struct {
+	end    pglogrepl.LSN
+	action int64
+}
+
+// NewLogical returns a capture of the tables of cfg from the slot and
+// publication of wc on the source at dsn (pool is on the same database);
+// it sets up the publication and slot when it runs.
+func NewLogical(pool *pgxpool.Pool, dsn string, pub Publisher, cfg Config, wc wal.Config, log *slog.Logger) *Logical {
+	if cfg.MaxChangeBytes <= 0 {
+		cfg.MaxChangeBytes = DefaultMaxChangeBytes
+	}
+	if cfg.ReadBytes <= 0 {
+		cfg.ReadBytes = DefaultReadBytes
+	}
+	wc.Tables = cfg.Tables
+	return &Logical{c: &Capture{cfg: cfg, pool: pool, pub: pub, log: log}, wal: wc, dsn: dsn}
+}
+
+// Run reads the slot and publishes until ctx is cancelled; a failure
+// (source, Kafka) is retried with capped backoff, from the checkpoint.
+func (l *Logical) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := l.run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.c.log.Warn("log-based capture failed, retrying", "error", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// run sets up, establishes the epoch and reads the slot until it fails.
+func (l *Logical) run(ctx context.Context) error {
+	slotAt, created, err := wal.Setup(ctx, l.c.pool, l.wal)
+	if err != nil {
+		return err
+	}
+	fresh := ""
+	if created {
+		fresh = fmt.Sprintf("replication slot %s created at %s: changes before it are not in the log capture reads", l.wal.Slot, slotAt)
+	}
+	if err := l.establish(ctx, slotAt, fresh); err != nil {
+		return err
+	}
+	l.pending, l.bytes, l.skip = nil, 0, false
+	l.done = l.saved
+	l.next = l.saved.action + 1
+	l.through = l.saved.end
+	l.confirmed.Store(uint64(l.saved.end))
+	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool)).Run(ctx, l, l.Confirmed)
+}
+
+// establish finds the epoch and reads the checkpoint.
+func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh string) error {
+	tx, err := l.c.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("establish the capture epoch: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	held := func(_ context.Context, _ pgx.Tx, k event.Event) (bool, error) {
+		// The slot sends again what commits at or after its position.
+		at, err := pglogrepl.ParseLSN(k.LSN)
+		return err == nil && at >= slotAt, nil
+	}
+	epoch, reason, err := establishEpoch(ctx, tx, l.c.cfg.Newest, time.Now(), epochCheck{held: held, fresh: fresh})
+	if err != nil {
+		return err
+	}
+	var through string
+	if err := tx.QueryRow(ctx, `SELECT wal_through::text, wal_action_id FROM cdcflow.capture_epoch`).Scan(&through, &l.saved.action); err != nil {
+		return fmt.Errorf("read the log capture checkpoint: %w", err)
+	}
+	if l.saved.end, err = pglogrepl.ParseLSN(through); err != nil {
+		return fmt.Errorf("read the log capture checkpoint: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("establish the capture epoch: %w", err)
+	}
+	l.c.epoch = epoch
+	if reason != "" {
+		l.c.log.Warn("capture starts a new epoch", "source", epoch.Source, "epoch", epoch.Epoch, "reason", reason)
+	}
+	return nil
+}
+
+// Confirmed is how far the slot may be confirmed: the checkpoint.
+func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.Load()) }
+
+// Begin skips a transaction published before the checkpoint.
+func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
+	l.skip = tx.CommitLSN < l.through
+	return nil
+}
+
+// Change numbers a change and publishes when enough is pending.
+func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
+	if l.skip {
+		return nil
+	}
+	ev := event.Event{Source: l.c.epoch.Source, Epoch: l.c.epoch.Epoch, ActionID: l.next, Table: ch.Table, Op: ch.Op,
+		Key: ch.Key, Before: ch.Before, After: ch.After, Unchanged: ch.Unchanged, CommitTime: tx.CommitTime,
+		SchemaVersion: event.CurrentSchemaVersion, LSN: tx.CommitLSN.String(), Xid: tx.Xid}
+	l.next++
+	l.pending = append(l.pending, ev)
+	l.bytes += len(ev.Before) + len(ev.After)
+	if len(l.pending) >= l.c.cfg.BatchSize || l.bytes >= l.c.cfg.ReadBytes {
+		return l.flush(ctx)
+	}
+	return nil
+}
+
+// Commit ends a transaction: the checkpoint may move past it once its
+// changes are published.
+func (l *Logical) Commit(ctx context.Context, tx wal.Tx) error {
+	if l.skip {
+		l.skip = false
+		return nil
+	}
+	l.done = checkpoint{end: tx.EndLSN, action: l.next - 1}
+	if len(l.pending) >= l.c.cfg.BatchSize {
+		return l.flush(ctx)
+	}
+	return nil
+}
+
+// Idle publishes what is pending when the slot goes quiet.
+func (l *Logical) Idle(ctx context.Context) error { return l.flush(ctx) }
+
+// flush publishes the pending changes, then records the checkpoint of the
+// last complete transaction and lets the slot be confirmed up to it.
+func (l *Logical) flush(ctx context.Context) error {
+	if len(l.pending) > 0 {
+		writes, ids, parked, err := l.c.prepare(ctx, l.pending)
+		if err != nil {
+			return err
+		}
+		for _, w := range writes {
+			if err := l.c.publish(ctx, w); err != nil {
+				return fmt.Errorf("publish %d messages of %d events from action_id %d: %w", len(w), len(ids), ids[0], err)
+			}
+		}
+		if err := l.keepOversized(ctx, parked); err != nil {
+			return err
+		}
+		l.c.published += int64(len(ids))
+		l.c.parked += int64(len(parked.ids))
+		l.pending, l.bytes = l.pending[:0], 0
+	}
+	if l.done == l.saved {
+		return nil
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.cfg.PublishGrace)
+	defer cancel()
+	_, err := l.c.pool.Exec(dctx, `UPDATE cdcflow.capture_epoch SET wal_through = $1::text::pg_lsn, wal_action_id = $2,
+		published_through = greatest(published_through, $2)`, l.done.end.String(), l.done.action)
+	if err != nil {
+		return fmt.Errorf("record the log capture checkpoint %s: %w", l.done.end, err)
+	}
+	l.saved = l.done
+	l.confirmed.Store(uint64(l.done.end))
+	return nil
+}
+
+// keepOversized keeps on the source the changes too large to publish,
+// whose marks Kafka acknowledged.
+func (l *Logical) keepOversized(ctx context.Context, o oversized) error {
+	if len(o.ids) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	for i, ev := range o.originals {
+		b.Queue(`INSERT INTO cdcflow.oversized_changes (action_id, table_name, op, key, before, after, changed_at, committed_at, size_bytes, limit_bytes)
+			VALUES ($1, $2, $3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $7, $8, $9) ON CONFLICT (action_id) DO NOTHING`,
+			ev.ActionID, ev.Table, string(ev.Op), string(ev.Key), nullable(ev.Before), nullable(ev.After), ev.CommitTime, o.sizes[i], l.c.cfg.MaxChangeBytes)
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), l.c.cfg.PublishGrace)
+	defer cancel()
+	if err := l.c.pool.SendBatch(dctx, b).Close(); err != nil {
+		return fmt.Errorf("keep %d changes too large in cdcflow.oversized_changes: %w", len(o.ids), err)
+	}
+	for _, ev := range o.events {
+		l.c.log.Warn("change too large: published its mark, kept the change in cdcflow.oversized_changes", "action_id", ev.ActionID,
+			"table", ev.Table, "op", ev.Op, "key", string(ev.Key), "bytes", ev.TooLarge.Bytes, "limit", ev.TooLarge.Limit)
+	}
+	return nil
+}
