@@ -242,13 +242,6 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 			return nil, &PermanentError{ErrorClass: cdc.ClassKeyMismatch, ActionID: ev.ActionID,
 				Msg: fmt.Sprintf("table %s: key and row image name different rows: %v", ev.Table, err)}
 		}
-		if len(ev.Unchanged) > 0 {
-			// Its row image alone does not say the row: a change before it in
-			// the batch, which it would supersede, may hold those values.
-			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID,
-				Msg: fmt.Sprintf("table %s: the update leaves out unchanged out-of-line columns (%s), which this version does not apply yet",
-					ev.Table, strings.Join(ev.Unchanged, ", "))}
-		}
 		cols, err := ev.AfterColumns()
 		if err != nil {
 			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID, Msg: "after: " + err.Error()}

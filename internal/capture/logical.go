@@ -2,8 +2,11 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -184,6 +187,9 @@ func (l *Logical) Idle(ctx context.Context) error { return l.flush(ctx) }
 // last complete transaction and lets the slot be confirmed up to it.
 func (l *Logical) flush(ctx context.Context) error {
 	if len(l.pending) > 0 {
+		if err := l.fillUnchanged(ctx, l.pending); err != nil {
+			return err
+		}
 		writes, ids, parked, err := l.c.prepare(ctx, l.pending)
 		if err != nil {
 			return err
@@ -212,6 +218,104 @@ func (l *Logical) flush(ctx context.Context) error {
 	}
 	l.saved = l.done
 	l.confirmed.Store(uint64(l.done.end))
+	return nil
+}
+
+// fillUnchanged completes the updates that leave out values stored out of
+// line (TOAST) they did not change, which the log does not carry: it reads
+// those columns of the rows from the source, once per table. So every event
+// says its whole row, and the destination needs no earlier change to apply
+// it, whatever order batches are applied in. The value read may be newer
+// than the change (a later change set it), never older; the later change
+// writes it again. A row deleted since keeps the columns named in
+// Unchanged: the apply leaves them as they are, and the delete follows.
+func (l *Logical) fillUnchanged(ctx context.Context, events []event.Event) error {
+	byTable := map[string][]int{}
+	for i, ev := range events {
+		if len(ev.Unchanged) > 0 {
+			byTable[ev.Table] = append(byTable[ev.Table], i)
+		}
+	}
+	for table, idx := range byTable {
+		keyCols, err := events[idx[0]].KeyColumns()
+		if err != nil {
+			return fmt.Errorf("key of action_id %d: %w", events[idx[0]].ActionID, err)
+		}
+		var cols []string
+		keys := make([]string, len(idx))
+		for n, i := range idx {
+			keys[n] = string(events[i].Key)
+			for _, c := range events[i].Unchanged {
+				if !slices.Contains(cols, c) {
+					cols = append(cols, c)
+				}
+			}
+		}
+		schema, rel, _ := strings.Cut(table, ".")
+		ident := pgx.Identifier{schema, rel}.Sanitize()
+		var match, fields []string
+		for _, c := range keyCols {
+			q := pgx.Identifier{c}.Sanitize()
+			match = append(match, "t."+q+" = r."+q)
+		}
+		for _, c := range cols {
+			fields = append(fields, "'"+strings.ReplaceAll(c, "'", "''")+"', to_jsonb(t."+pgx.Identifier{c}.Sanitize()+")")
+		}
+		query := `SELECT k.i::int, jsonb_build_object(` + strings.Join(fields, ", ") + `)::text
+			FROM unnest($1::jsonb[]) WITH ORDINALITY AS k(key, i), LATERAL jsonb_populate_record(NULL::` + ident + `, k.key) r
+			JOIN ` + ident + ` t ON ` + strings.Join(match, " AND ")
+		values := map[int]map[string]json.RawMessage{}
+		err = pgx.BeginFunc(ctx, l.c.pool, func(tx pgx.Tx) error {
+			// Values print as the trigger capture's do.
+			if _, err := tx.Exec(ctx, `SET LOCAL timezone = 'UTC'; SET LOCAL intervalstyle = 'postgres'; SET LOCAL extra_float_digits = 1`); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, query, keys)
+			if err != nil {
+				return err
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var n int
+				var obj string
+				if err := rows.Scan(&n, &obj); err != nil {
+					return err
+				}
+				var m map[string]json.RawMessage
+				if err := json.Unmarshal([]byte(obj), &m); err != nil {
+					return err
+				}
+				values[n-1] = m
+			}
+			return rows.Err()
+		})
+		if err != nil {
+			return fmt.Errorf("read the unchanged out-of-line values of %d rows of %s: %w", len(idx), table, err)
+		}
+		for n, i := range idx {
+			got, ok := values[n]
+			if !ok {
+				continue // deleted since
+			}
+			var after map[string]json.RawMessage
+			if err := json.Unmarshal(events[i].After, &after); err != nil {
+				return fmt.Errorf("row image of action_id %d: %w", events[i].ActionID, err)
+			}
+			var left []string
+			for _, c := range events[i].Unchanged {
+				if v, ok := got[c]; ok {
+					after[c] = v
+				} else {
+					left = append(left, c)
+				}
+			}
+			filled, err := json.Marshal(after)
+			if err != nil {
+				return fmt.Errorf("row image of action_id %d: %w", events[i].ActionID, err)
+			}
+			events[i].After, events[i].Unchanged = filled, left
+		}
+	}
 	return nil
 }
 

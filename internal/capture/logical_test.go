@@ -3,8 +3,10 @@ package capture_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -54,10 +56,10 @@ func (p *topic) snapshot() []event.Event {
 
 // logicalSource is a migrated source with a table, whose slot is dropped
 // with the test.
-func logicalSource(t *testing.T) (*pgxpool.Pool, string, wal.Config) {
+func logicalSource(t *testing.T, schema string, tables ...string) (*pgxpool.Pool, string, wal.Config) {
 	t.Helper()
 	pool := testenv.Migrated(t, "logical", migrations.SourceFS(), nil)
-	if _, err := pool.Exec(context.Background(), `CREATE TABLE t (id int PRIMARY KEY, v int)`); err != nil {
+	if _, err := pool.Exec(context.Background(), schema); err != nil {
 		t.Fatal(err)
 	}
 	var slot string
@@ -65,14 +67,19 @@ func logicalSource(t *testing.T) (*pgxpool.Pool, string, wal.Config) {
 		t.Fatal(err)
 	}
 	testenv.DropSlotAtCleanup(t, pool, slot)
-	return pool, pool.Config().ConnString(), wal.Config{Publication: "cdcflow", Slot: slot, StatusInterval: time.Second}
+	wc := wal.Config{Publication: "cdcflow", Slot: slot, Tables: tables, StatusInterval: time.Second}
+	// The slot, as capture would create it: only what follows is read.
+	if _, _, err := wal.Setup(context.Background(), pool, wc); err != nil {
+		t.Fatal(err)
+	}
+	return pool, pool.Config().ConnString(), wc
 }
 
 // runUntil runs a log capture until the topic holds at least n events.
 func runUntil(t *testing.T, pool *pgxpool.Pool, dsn string, wc wal.Config, pub *topic, n int) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	l := capture.NewLogical(pool, dsn, pub, capture.Config{Tables: []string{"public.t"}, BatchSize: 100, ReportEvery: time.Hour,
+	l := capture.NewLogical(pool, dsn, pub, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
 		PublishGrace: 10 * time.Second}, wc, slog.New(slog.DiscardHandler))
 	done := make(chan struct{})
 	go func() {
@@ -96,7 +103,7 @@ func runUntil(t *testing.T, pool *pgxpool.Pool, dsn string, wc wal.Config, pub *
 // published again under the same action_ids.
 func TestLogicalCapture(t *testing.T) {
 	ctx := context.Background()
-	pool, dsn, wc := logicalSource(t)
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`, "public.t")
 	exec := func(sql string) {
 		t.Helper()
 		if _, err := pool.Exec(ctx, sql); err != nil {
@@ -104,12 +111,6 @@ func TestLogicalCapture(t *testing.T) {
 		}
 	}
 	pub := &topic{}
-	// The slot, as capture would create it: only what follows is read.
-	setup := wc
-	setup.Tables = []string{"public.t"}
-	if _, _, err := wal.Setup(ctx, pool, setup); err != nil {
-		t.Fatal(err)
-	}
 	exec(`INSERT INTO t SELECT g, g FROM generate_series(1, 3) g`)
 	late, err := pool.Begin(ctx)
 	if err != nil {
@@ -167,5 +168,42 @@ func TestLogicalCapture(t *testing.T) {
 	}
 	if n := len(pub.snapshot()); n != 8 {
 		t.Errorf("%d events published, want 8 (the delete twice)", n)
+	}
+}
+
+// TestLogicalCaptureFillsUnchangedToast: an update that leaves a large
+// out-of-line value unchanged is published with that value, read from the
+// source, so the event says its whole row; when the row is gone by then,
+// the column stays named as unchanged.
+func TestLogicalCaptureFillsUnchangedToast(t *testing.T) {
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE docs (id int PRIMARY KEY, body text, n int);
+		ALTER TABLE docs ALTER body SET STORAGE EXTERNAL`, "public.docs")
+	ctx := context.Background()
+	body := strings.Repeat("0123456789", 1000)
+	for _, sql := range []string{
+		`INSERT INTO docs VALUES (1, $1, 1), (2, $1, 1)`,
+		`UPDATE docs SET n = 2 WHERE id = 1`,
+		`UPDATE docs SET n = 2 WHERE id = 2`,
+		`DELETE FROM docs WHERE id = 2`,
+	} {
+		var args []any
+		if strings.Contains(sql, "$1") {
+			args = append(args, body)
+		}
+		if _, err := pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	pub := &topic{}
+	runUntil(t, pool, dsn, wc, pub, 5)
+	var updates []string
+	for _, ev := range pub.snapshot() {
+		if ev.Op == event.OpUpdate {
+			updates = append(updates, fmt.Sprintf("%s %s %v", ev.Key, strings.Replace(string(ev.After), body, "<body>", 1), ev.Unchanged))
+		}
+	}
+	want := []string{`{"id":1} {"body":"<body>","id":1,"n":2} []`, `{"id":2} {"n":2,"id":2} [body]`}
+	if !slices.Equal(updates, want) {
+		t.Errorf("updates\n%q\nwant\n%q", updates, want)
 	}
 }
