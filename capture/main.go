@@ -1,5 +1,7 @@
 // Command capture publishes row changes captured on the source PostgreSQL
-// (by the outbox trigger) to Kafka as cdcflow change events.
+// to Kafka as cdcflow change events: by a row trigger and an outbox table
+// (CDCFLOW_CAPTURE_MODE=trigger) or from the write-ahead log through a
+// replication slot (logical).
 package main
 
 import (
@@ -13,6 +15,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/program"
+	"github.com/cdcflow/cdcflow/internal/wal"
 	"github.com/cdcflow/cdcflow/migrations"
 )
 
@@ -36,7 +39,7 @@ func run(ctx context.Context, args []string) error {
 	writer := kafkax.NewWriter(cfg.Brokers, cfg.Topic, kafkax.WriterOptions{BatchSize: cfg.BatchSize})
 	defer writer.Close()
 
-	c, err := capture.New(ctx, pool, writer, capture.Config{
+	ccfg := capture.Config{
 		Tables:         cfg.Tables,
 		BatchSize:      cfg.BatchSize,
 		PollInterval:   cfg.PollInterval,
@@ -57,11 +60,20 @@ func run(ctx context.Context, args []string) error {
 			ev, found := capture.NewestOf(values, source)
 			return ev, found, nil
 		},
-	}, log)
+	}
+	if cfg.Mode == "logical" {
+		l := capture.NewLogical(pool, cfg.SourceDSN, writer, ccfg, wal.Config{Slot: cfg.Slot, Publication: cfg.Publication}, log)
+		log.Info("capture started", "mode", cfg.Mode, "slot", cfg.Slot, "publication", cfg.Publication, "tables", cfg.Tables,
+			"topic", cfg.Topic, "brokers", cfg.Brokers, "max_change_bytes", cfg.MaxChangeBytes)
+		err = l.Run(ctx)
+		log.Info("capture stopped", "published", l.Published())
+		return err
+	}
+	c, err := capture.New(ctx, pool, writer, ccfg, log)
 	if err != nil {
 		return err
 	}
-	log.Info("capture started", "tables", cfg.Tables, "topic", cfg.Topic, "brokers", cfg.Brokers, "max_change_bytes", cfg.MaxChangeBytes)
+	log.Info("capture started", "mode", cfg.Mode, "tables", cfg.Tables, "topic", cfg.Topic, "brokers", cfg.Brokers, "max_change_bytes", cfg.MaxChangeBytes)
 	err = c.Run(ctx)
 	log.Info("capture stopped", "published", c.Published())
 	return err

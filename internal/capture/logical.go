@@ -88,6 +88,9 @@ func (l *Logical) Run(ctx context.Context) error {
 
 // run sets up, establishes the epoch and reads the slot until it fails.
 func (l *Logical) run(ctx context.Context) error {
+	if err := l.leaveTriggers(ctx); err != nil {
+		return err
+	}
 	slotAt, created, err := wal.Setup(ctx, l.c.pool, l.wal)
 	if err != nil {
 		return err
@@ -105,6 +108,28 @@ func (l *Logical) run(ctx context.Context) error {
 	l.through = l.saved.end
 	l.confirmed.Store(uint64(l.saved.end))
 	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool)).Run(ctx, l, l.Confirmed)
+}
+
+// leaveTriggers switches the captured tables from trigger capture: it
+// refuses while the outbox holds changes not yet published (trigger
+// capture must publish them first, or they would be lost), then drops the
+// capture triggers, which would fill the outbox for no one.
+func (l *Logical) leaveTriggers(ctx context.Context) error {
+	var n int64
+	if err := l.c.pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.outbox`).Scan(&n); err != nil {
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+	if n > 0 {
+		return fmt.Errorf("the outbox holds %d changes that trigger capture has not published: "+
+			"run capture with CDCFLOW_CAPTURE_MODE=trigger until it is empty, then switch to logical", n)
+	}
+	for _, t := range l.c.cfg.Tables {
+		schema, rel, _ := strings.Cut(t, ".")
+		if _, err := l.c.pool.Exec(ctx, `DROP TRIGGER IF EXISTS cdcflow_capture ON `+pgx.Identifier{schema, rel}.Sanitize()); err != nil {
+			return fmt.Errorf("drop the capture trigger of %s: %w", t, err)
+		}
+	}
+	return nil
 }
 
 // establish finds the epoch and reads the checkpoint.
@@ -139,6 +164,9 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh str
 	}
 	return nil
 }
+
+// Published returns how many events this Logical published.
+func (l *Logical) Published() int64 { return l.c.published }
 
 // Confirmed is how far the slot may be confirmed: the checkpoint.
 func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.Load()) }

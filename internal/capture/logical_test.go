@@ -207,3 +207,46 @@ func TestLogicalCaptureFillsUnchangedToast(t *testing.T) {
 		t.Errorf("updates\n%q\nwant\n%q", updates, want)
 	}
 }
+
+// TestLogicalCaptureTakesOverFromTriggers: switching a source from trigger
+// capture waits until the outbox is published (a clear error until then),
+// then drops the capture triggers.
+func TestLogicalCaptureTakesOverFromTriggers(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Migrated(t, "takeover", migrations.SourceFS(), nil)
+	if _, err := pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY, v int)`); err != nil {
+		t.Fatal(err)
+	}
+	pub := &topic{}
+	trig, err := capture.New(ctx, pool, pub, capture.Config{Tables: []string{"public.t"}, BatchSize: 100, ReportEvery: time.Hour,
+		PublishGrace: 10 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES (1, 1)`); err != nil {
+		t.Fatal(err)
+	}
+	var slot string
+	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&slot); err != nil {
+		t.Fatal(err)
+	}
+	testenv.DropSlotAtCleanup(t, pool, slot)
+	l := capture.NewLogical(pool, pool.Config().ConnString(), pub, capture.Config{Tables: []string{"public.t"}, BatchSize: 100,
+		ReportEvery: time.Hour, PublishGrace: 10 * time.Second}, wal.Config{Publication: "cdcflow", Slot: slot}, slog.New(slog.DiscardHandler))
+	if err := capture.LeaveTriggers(ctx, l); err == nil || !strings.Contains(err.Error(), "the outbox holds 1 changes that trigger capture has not published") {
+		t.Fatalf("switching with a change in the outbox: %v", err)
+	}
+	if n, err := trig.Step(ctx); err != nil || n != 1 {
+		t.Fatalf("trigger capture published %d: %v", n, err)
+	}
+	if err := capture.LeaveTriggers(ctx, l); err != nil {
+		t.Fatalf("switching with the outbox published: %v", err)
+	}
+	var triggers int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'cdcflow_capture'`).Scan(&triggers); err != nil {
+		t.Fatal(err)
+	}
+	if triggers != 0 {
+		t.Errorf("%d capture triggers left", triggers)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"strings"
 	"time"
 
@@ -87,6 +88,9 @@ type Capture struct {
 	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
 	ReportEvery  time.Duration `envconfig:"CDCFLOW_CAPTURE_REPORT" default:"10s" desc:"how often progress and outbox backlog are logged"`
 	Migrate      bool          `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply source migrations (outbox, trigger function) at start"`
+	Mode         string        `envconfig:"CDCFLOW_CAPTURE_MODE" default:"trigger" desc:"how changes are captured: trigger (a row trigger and an outbox table) or logical (the write-ahead log, through a publication and a replication slot; the source needs wal_level=logical)"`
+	Slot         string        `envconfig:"CDCFLOW_SLOT" default:"cdcflow" desc:"logical mode: the replication slot, created if missing"`
+	Publication  string        `envconfig:"CDCFLOW_PUBLICATION" default:"cdcflow" desc:"logical mode: the publication of the captured tables, created if missing and given the tables it lacks"`
 	// MaxChangeBytes bounds a row image; see capture.Config.MaxChangeBytes.
 	MaxChangeBytes int `envconfig:"CDCFLOW_MAX_CHANGE_BYTES" default:"8388608" desc:"largest row image of a change that is published (its JSON, bytea counted by its bytes); a change whose new row is larger is parked on the source in cdcflow.oversized_changes and dead-lettered as ChangeTooLarge"`
 }
@@ -133,6 +137,9 @@ func LoadCapture() (Capture, error) {
 			rule{"CDCFLOW_CAPTURE_BATCH", c.BatchSize, within(c.BatchSize, 1, 100000), "want 1..100000"},
 			rule{"CDCFLOW_CAPTURE_POLL", c.PollInterval, c.PollInterval > 0, "want a positive duration such as 20ms"},
 			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"},
+			rule{"CDCFLOW_CAPTURE_MODE", c.Mode, c.Mode == "trigger" || c.Mode == "logical", "want trigger or logical"},
+			rule{"CDCFLOW_SLOT", c.Slot, slotName.MatchString(c.Slot), "want 1..63 lowercase letters, digits and underscores (a replication slot's name)"},
+			rule{"CDCFLOW_PUBLICATION", c.Publication, c.Publication != "" && len(c.Publication) <= 63, "want a name of 1..63 bytes"},
 			rule{"CDCFLOW_MAX_CHANGE_BYTES", c.MaxChangeBytes, within(c.MaxChangeBytes, 1024, event.MaxChangeBytesLimit),
 				fmt.Sprintf("want 1024..%d bytes (1 KiB to 64 MiB)", event.MaxChangeBytesLimit)})
 	})
@@ -177,6 +184,9 @@ func firstBroken(conn kafkax.Conn, tables *[]string, rules ...rule) error {
 	*tables, err = allowlist(*tables)
 	return err
 }
+
+// slotName is what PostgreSQL accepts as a replication slot's name.
+var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 func within(n, lo, hi int) bool { return n >= lo && n <= hi }
 

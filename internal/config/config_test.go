@@ -25,10 +25,12 @@ func TestSettings(t *testing.T) {
 		t.Setenv("CDCFLOW_TABLES", "employees")
 		want := Capture{Conn: service.Conn, Log: service.Log, SourceDSN: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 			Tables: []string{"public.employees"}, BatchSize: 5000, PollInterval: 20 * time.Millisecond, ReportEvery: 10 * time.Second,
-			Migrate: true, MaxChangeBytes: 8 << 20}
+			Migrate: true, MaxChangeBytes: 8 << 20, Mode: "trigger", Slot: "cdcflow", Publication: "cdcflow"}
 		check(t, want)(LoadCapture())
 		t.Setenv("CDCFLOW_MAX_CHANGE_BYTES", "16777216")
-		want.MaxChangeBytes = 16 << 20
+		t.Setenv("CDCFLOW_CAPTURE_MODE", "logical")
+		t.Setenv("CDCFLOW_SLOT", "cdc_orders")
+		want.MaxChangeBytes, want.Mode, want.Slot = 16<<20, "logical", "cdc_orders"
 		check(t, want)(LoadCapture())
 	})
 	t.Run("worker", func(t *testing.T) {
@@ -94,6 +96,9 @@ func TestInvalidValues(t *testing.T) {
 		{"CDCFLOW_MIGRATE", "perhaps", worker, `invalid CDCFLOW_MIGRATE="perhaps": want bool`},
 		{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", "5m", worker, `invalid CDCFLOW_APPLY_STATEMENT_TIMEOUT="5m0s": want 0 or a duration below 2m, the apply activity's timeout`},
 		{"CDCFLOW_CAPTURE_POLL", "0s", capture, `invalid CDCFLOW_CAPTURE_POLL="0s": want a positive duration such as 20ms`},
+		{"CDCFLOW_CAPTURE_MODE", "wal", capture, `invalid CDCFLOW_CAPTURE_MODE="wal": want trigger or logical`},
+		{"CDCFLOW_SLOT", "My-Slot", capture, `invalid CDCFLOW_SLOT="My-Slot": want 1..63 lowercase letters, digits and underscores (a replication slot's name)`},
+		{"CDCFLOW_PUBLICATION", "", capture, `invalid CDCFLOW_PUBLICATION="": want a name of 1..63 bytes`},
 		{"CDCFLOW_MAX_CHANGE_BYTES", "8MiB", capture, `invalid CDCFLOW_MAX_CHANGE_BYTES="8MiB": want int`},
 		{"CDCFLOW_MAX_CHANGE_BYTES", "100", capture, `invalid CDCFLOW_MAX_CHANGE_BYTES="100": want 1024..67108864 bytes (1 KiB to 64 MiB)`},
 		{"CDCFLOW_MAX_CHANGE_BYTES", "134217728", capture, `invalid CDCFLOW_MAX_CHANGE_BYTES="134217728": want 1024..67108864 bytes (1 KiB to 64 MiB)`},

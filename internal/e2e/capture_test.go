@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/testenv"
 )
 
 // TestSourceToDestination: 20,000 changes from 8 concurrent writers over
@@ -22,9 +23,33 @@ func TestSourceToDestination(t *testing.T) {
 	p := newPipeline(t)
 	p.withSource()
 	p.start("capture")
+	waitTable(t, p.source, "employees")
+	sourceToDestination(t, p)
+}
+
+// TestSourceToDestinationFromTheLog: the same, captured from the
+// write-ahead log through a replication slot.
+func TestSourceToDestinationFromTheLog(t *testing.T) {
+	p := newPipeline(t)
+	p.withSource()
+	var slot string
+	if err := p.source.QueryRow(context.Background(), `SELECT current_database()`).Scan(&slot); err != nil {
+		t.Fatal(err)
+	}
+	testenv.DropSlotAtCleanup(t, p.source, slot) // after capture stops
+	p.start("capture", "CDCFLOW_CAPTURE_MODE=logical", "CDCFLOW_SLOT="+slot)
+	// Only what commits after the slot is created is in the log capture reads.
+	eventually(t, time.Minute, "the replication slot", func() (bool, string) {
+		var n int
+		err := p.source.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
+		return err == nil && n == 1, fmt.Sprint("no slot yet ", err)
+	})
+	sourceToDestination(t, p)
+}
+
+func sourceToDestination(t *testing.T, p *pipeline) {
 	p.start("worker")
 	p.start("starter")
-	waitTable(t, p.source, "employees")
 
 	const writers, changes, keys = 8, 20000, 1000
 	var done atomic.Int64
