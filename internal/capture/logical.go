@@ -69,7 +69,20 @@ func NewLogical(pool *pgxpool.Pool, dsn string, pub Publisher, cfg Config, wc wa
 
 // Run reads the slot and publishes until ctx is cancelled; a failure
 // (source, Kafka) is retried with capped backoff, from the checkpoint.
+// Every ReportEvery it logs its progress and the slot's health.
 func (l *Logical) Run(ctx context.Context) error {
+	go func() {
+		t := time.NewTicker(l.c.cfg.ReportEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				l.report(ctx)
+			}
+		}
+	}()
 	backoff := 100 * time.Millisecond
 	for {
 		err := l.run(ctx)
@@ -165,8 +178,47 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh str
 	return nil
 }
 
+// SlotLagWarning is how much of the source's log the slot may hold before
+// each report warns.
+const SlotLagWarning = 1 << 30
+
+// SlotHealth is how far the slot is behind the source's log.
+type SlotHealth struct {
+	LagBytes  int64  // log written since the slot's confirmed position
+	WALStatus string // reserved, extended, unreserved or lost
+	Active    bool   // a capture is reading it
+}
+
+// Health reads the slot's health from the source.
+func (l *Logical) Health(ctx context.Context) (SlotHealth, error) {
+	var h SlotHealth
+	err := l.c.pool.QueryRow(ctx, `SELECT coalesce(pg_current_wal_lsn() - confirmed_flush_lsn, 0)::int8, coalesce(wal_status, ''), active
+		FROM pg_replication_slots WHERE slot_name = $1`, l.wal.Slot).Scan(&h.LagBytes, &h.WALStatus, &h.Active)
+	if err != nil {
+		return h, fmt.Errorf("read replication slot %s: %w", l.wal.Slot, err)
+	}
+	return h, nil
+}
+
+func (l *Logical) report(ctx context.Context) {
+	h, err := l.Health(ctx)
+	if err != nil {
+		l.c.log.Warn("read the slot's health", "error", err)
+		return
+	}
+	args := []any{"published", atomic.LoadInt64(&l.c.published), "slot", l.wal.Slot, "slot_lag_bytes", h.LagBytes, "wal_status", h.WALStatus}
+	switch {
+	case h.WALStatus == "lost":
+		l.c.log.Error("the replication slot lost the log it needs: changes are lost; set capture up again (operations.md)", args...)
+	case h.LagBytes > SlotLagWarning || h.WALStatus == "unreserved":
+		l.c.log.Warn("the replication slot holds much of the source's log: capture is behind or stopped", args...)
+	default:
+		l.c.log.Info("capture progress", args...)
+	}
+}
+
 // Published returns how many events this Logical published.
-func (l *Logical) Published() int64 { return l.c.published }
+func (l *Logical) Published() int64 { return atomic.LoadInt64(&l.c.published) }
 
 // Confirmed is how far the slot may be confirmed: the checkpoint.
 func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.Load()) }
@@ -230,7 +282,7 @@ func (l *Logical) flush(ctx context.Context) error {
 		if err := l.keepOversized(ctx, parked); err != nil {
 			return err
 		}
-		l.c.published += int64(len(ids))
+		atomic.AddInt64(&l.c.published, int64(len(ids)))
 		l.c.parked += int64(len(parked.ids))
 		l.pending, l.bytes = l.pending[:0], 0
 	}

@@ -250,3 +250,43 @@ func TestLogicalCaptureTakesOverFromTriggers(t *testing.T) {
 		t.Errorf("%d capture triggers left", triggers)
 	}
 }
+
+// TestLogicalCaptureReportsSlotHealth: the slot's lag grows with the log
+// written while nothing reads it, and shrinks to nothing once capture has
+// read and confirmed it.
+func TestLogicalCaptureReportsSlotHealth(t *testing.T) {
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY, v int)`, "public.t")
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g`); err != nil {
+		t.Fatal(err)
+	}
+	l := capture.NewLogical(pool, dsn, &topic{}, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
+		PublishGrace: 10 * time.Second}, wc, slog.New(slog.DiscardHandler))
+	h, err := l.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.LagBytes < 1000*20 || h.Active || h.WALStatus != "reserved" {
+		t.Fatalf("before capture ran: %+v, want a lag of the 1,000 rows' log, inactive, reserved", h)
+	}
+	run, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = l.Run(run)
+	}()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if h, err = l.Health(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if h.Active && h.LagBytes < 1000*20/10 {
+			return // read, published, confirmed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after capture started: %+v, want the lag gone", h)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the source: the slot has no hook to wait on
+	}
+}
