@@ -8,6 +8,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
+	if err := st.waitForSlot(ctx, env); err != nil {
+		return err
+	}
 	fmt.Fprint(out, banner)
 	if s.DemoRate > 0 {
 		go st.writeDemo(ctx, envValue(env, "CDCFLOW_SOURCE_DSN"), s.DemoRate)
@@ -91,6 +95,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 func (st *stack) services(ctx context.Context, s settings) ([]string, string, error) {
 	var b strings.Builder
 	env := []string{"CDCFLOW_TOPIC=" + s.Topic, "CDCFLOW_TABLES=" + demo.Table}
+	if os.Getenv("CDCFLOW_CAPTURE_MODE") == "" {
+		env = append(env, "CDCFLOW_CAPTURE_MODE=logical") // from the write-ahead log: the source has wal_level=logical
+	}
 
 	// The source records commit times, so events carry them.
 	sourceDSN, err := st.postgres(ctx, s.SourceDSN, 5432, "track_commit_timestamp=on")
@@ -142,6 +149,44 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 		"  psql '" + destDSN + "' -c 'SELECT * FROM employees'\n" +
 		"\nand its batch workflow in the Temporal Web UI.\n\n"
 	return env, banner, nil
+}
+
+// waitForSlot waits, in logical capture mode, until capture has created its
+// replication slot: only what commits after that is in the log it reads, so
+// the banner's insert must come later.
+func (st *stack) waitForSlot(ctx context.Context, env []string) error {
+	mode, slot := envValue(env, "CDCFLOW_CAPTURE_MODE"), cmp.Or(os.Getenv("CDCFLOW_SLOT"), "cdcflow")
+	if mode == "" {
+		mode = os.Getenv("CDCFLOW_CAPTURE_MODE")
+	}
+	if mode != "logical" {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, envValue(env, "CDCFLOW_SOURCE_DSN"))
+	if err != nil {
+		return fmt.Errorf("connect to the source: %w", err)
+	}
+	defer conn.Close(ctx)
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n); err != nil {
+			return fmt.Errorf("look for capture's replication slot: %w", err)
+		}
+		if n == 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("capture did not create its replication slot %s in 2 minutes (see its log above)", slot)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-st.exits:
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // postgres returns dsn, or starts a throwaway cluster (on port if it is free)

@@ -87,7 +87,7 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 		"-c", "listen_addresses=127.0.0.1",
 		"-c", "wal_level=logical",
 		"-c", "max_connections=200",
-		"-c", "max_replication_slots=10",
+		"-c", "max_replication_slots=20",
 		"-c", "max_wal_senders=10",
 		"-c", "shared_buffers=256MB",
 	}

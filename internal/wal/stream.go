@@ -45,6 +45,14 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 		}
 		tables[i] = norm
 	}
+	var level string
+	if err := pool.QueryRow(ctx, `SELECT current_setting('wal_level')`).Scan(&level); err != nil {
+		return 0, false, fmt.Errorf("read the source's wal_level: %w", err)
+	}
+	if level != "logical" {
+		return 0, false, fmt.Errorf("the source has wal_level=%s: capture from the log needs wal_level=logical "+
+			"(set it and restart the source), or CDCFLOW_CAPTURE_MODE=trigger", level)
+	}
 	var published []string
 	var exists bool
 	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&exists); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/db"
+	"github.com/cdcflow/cdcflow/internal/localsvc"
 	"github.com/cdcflow/cdcflow/internal/testenv"
 )
 
@@ -339,5 +340,25 @@ func TestStreamRefusesATableWithoutPrimaryKey(t *testing.T) {
 	}
 	if len(r.changes) != 0 {
 		t.Errorf("%d changes handed over", len(r.changes))
+	}
+}
+
+// TestSetupNeedsLogicalWAL: a source without wal_level=logical gets an
+// error that says what to change.
+func TestSetupNeedsLogicalWAL(t *testing.T) {
+	ctx := context.Background()
+	pg, err := localsvc.StartPostgres(ctx, localsvc.PostgresOptions{Settings: []string{"wal_level=replica"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	pool, err := db.Open(ctx, pg.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	_, _, err = Setup(ctx, pool, Config{Publication: "cdcflow", Slot: "cdcflow", Tables: []string{"public.t"}})
+	if err == nil || !strings.Contains(err.Error(), "the source has wal_level=replica: capture from the log needs wal_level=logical") {
+		t.Errorf("setup on a source with wal_level=replica: %v", err)
 	}
 }
