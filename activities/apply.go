@@ -80,6 +80,10 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 			refused = append(refused, cdc.FailedEvent{Index: j, Epoch: ev.Epoch, ActionID: ev.ActionID, Table: ev.Table,
 				ErrorClass: cdc.ClassChangeTooLarge, Error: applier.TooLargeMessage(ev)})
 			continue
+		case ev.Op == event.OpTruncate:
+			refused = append(refused, cdc.FailedEvent{Index: j, Epoch: ev.Epoch, ActionID: ev.ActionID, Table: ev.Table,
+				ErrorClass: cdc.ClassTruncate, Error: applier.TruncateMessage(ev)})
+			continue
 		case ev.Chunks != nil:
 			claim := claims.Check(j)
 			full, err := a.resolve(ctx, ev, claim)

@@ -210,3 +210,41 @@ func TestApplyEventsReadsLargeChanges(t *testing.T) {
 		t.Fatalf("replay of the parked large change (-want +got):\n%s", diff)
 	}
 }
+
+// TestApplyEventsParksATruncate: a TRUNCATE captured on the source is set
+// aside for a person, with what to do, and the batch's other changes apply.
+func TestApplyEventsParksATruncate(t *testing.T) {
+	_, apl := testenv.NewDestination(t, applier.DefaultTimeouts)
+	a := &activities.Apply{Applier: apl}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestActivityEnvironment()
+	env.RegisterActivity(a)
+	before := demo.Event(1, event.OpInsert, demo.Employee{EmpID: 1, FirstName: "Ada", DOB: "1990-01-02"})
+	truncate := event.Event{ActionID: 2, Table: demo.Table, Op: event.OpTruncate, CommitTime: before.CommitTime,
+		SchemaVersion: event.CurrentSchemaVersion, LSN: "0/16B3748"}
+	after := demo.Event(3, event.OpInsert, demo.Employee{EmpID: 2, FirstName: "Bo", DOB: "1990-01-02"})
+	var raws [][]byte
+	for _, ev := range []event.Event{before, truncate, after} {
+		b, err := event.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raws = append(raws, b)
+	}
+	val, err := env.ExecuteActivity(a.ApplyEvents, event.NewBatch(raws), []int(nil), (*cdc.BatchClaims)(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out cdc.ApplyOutcome
+	if err := val.Get(&out); err != nil {
+		t.Fatal(err)
+	}
+	want := cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}, Failed: []cdc.FailedEvent{
+		{Index: 1, ActionID: 2, Table: demo.Table, ErrorClass: cdc.ClassTruncate}}}
+	if diff := cmp.Diff(want, out, cmpopts.IgnoreFields(cdc.FailedEvent{}, "Error")); diff != "" {
+		t.Fatalf("outcome (-want +got):\n%s", diff)
+	}
+	if msg := out.Failed[0].Error; !strings.Contains(msg, "the source truncated public.employees (commit LSN 0/16B3748): cdcflow does not empty a destination table on its own") {
+		t.Errorf("error %q", msg)
+	}
+}

@@ -213,6 +213,8 @@ func (a *Applier) plan(ctx context.Context, events []event.Event) ([]*tablePlan,
 		switch {
 		case ev.TooLarge != nil:
 			return nil, &PermanentError{ErrorClass: cdc.ClassChangeTooLarge, ActionID: ev.ActionID, Msg: TooLargeMessage(ev)}
+		case ev.Op == event.OpTruncate:
+			return nil, &PermanentError{ErrorClass: cdc.ClassTruncate, ActionID: ev.ActionID, Msg: TruncateMessage(ev)}
 		case ev.Chunks != nil:
 			return nil, &PermanentError{ErrorClass: cdc.ClassInvalidEvent, ActionID: ev.ActionID,
 				Msg: "a manifest cannot be applied before its chunks are read"}
@@ -270,6 +272,14 @@ func TooLargeMessage(ev event.Event) string {
 	return fmt.Sprintf("%s of %s %s: a row image of %d bytes exceeds capture's limit of %d bytes (CDCFLOW_MAX_CHANGE_BYTES); "+
 		"the change was not published and is kept on the source in cdcflow.oversized_changes (action_id %d)",
 		ev.Op, ev.Table, ev.Key, ev.TooLarge.Bytes, ev.TooLarge.Limit, ev.ActionID)
+}
+
+// TruncateMessage is the error of a TRUNCATE captured on the source: the
+// apply does not empty a table on its own.
+func TruncateMessage(ev event.Event) string {
+	return fmt.Sprintf("the source truncated %s (commit LSN %s): cdcflow does not empty a destination table on its own; "+
+		"the destination keeps the rows the source removed. Empty it or delete those rows, then discard this dead letter "+
+		"(see operations.md, \"TRUNCATE\")", ev.Table, ev.LSN)
 }
 
 func (a *Applier) checkKey(ctx context.Context, p *tablePlan, ev event.Event) error {

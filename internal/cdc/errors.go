@@ -28,6 +28,9 @@ const (
 	// ClassClaimExpired: the chunks of a large change are no longer in the
 	// change topic (retention deleted them before the change was applied).
 	ClassClaimExpired ErrorClass = "ClaimExpired"
+	// ClassTruncate: the source truncated the table. cdcflow does not
+	// empty a destination table on its own; a person does, and discards it.
+	ClassTruncate ErrorClass = "Truncate"
 	// ClassBatchFailed: the change's batch workflow closed without
 	// completing again and again (see cdc.BatchInput.ParkReason).
 	ClassBatchFailed ErrorClass = "BatchFailed"
@@ -45,7 +48,7 @@ const (
 // such a change is parked at once.
 func (c ErrorClass) Final() bool {
 	switch c {
-	case ClassInvalidEvent, ClassChangeTooLarge, ClassClaimExpired:
+	case ClassInvalidEvent, ClassChangeTooLarge, ClassClaimExpired, ClassTruncate:
 		return true
 	}
 	return false

@@ -23,6 +23,8 @@ const (
 	OpInsert Op = "insert"
 	OpUpdate Op = "update"
 	OpDelete Op = "delete"
+	// OpTruncate empties the table: it has no key and no row images.
+	OpTruncate Op = "truncate"
 )
 
 // MaxEventBytes bounds one encoded event as one Kafka message and one batch
@@ -242,19 +244,28 @@ func decode(data []byte, limit int, standIns bool) (Event, error) {
 		return Event{}, invalid("op", "missing")
 	}
 	switch op := Op(*w.Op); op {
-	case OpInsert, OpUpdate, OpDelete:
+	case OpInsert, OpUpdate, OpDelete, OpTruncate:
 		ev.Op = op
 	default:
-		return Event{}, invalid("op", "unknown op %q (want insert, update or delete)", *w.Op)
+		return Event{}, invalid("op", "unknown op %q (want insert, update, delete or truncate)", *w.Op)
 	}
-	if ev.Key, ev.keyVals, err = object("key", w.Key, true); err != nil {
+	if ev.Op == OpTruncate {
+		for _, m := range []struct {
+			name string
+			raw  json.RawMessage
+		}{{"key", w.Key}, {"after", w.After}, {"before", w.Before}, {"chunks", w.Chunks}, {"too_large", w.TooLarge}} {
+			if len(m.raw) > 0 && string(m.raw) != "null" {
+				return Event{}, invalid(m.name, "must be absent in a truncate")
+			}
+		}
+	} else if ev.Key, ev.keyVals, err = object("key", w.Key, true); err != nil {
 		return Event{}, err
 	}
 	if ev.Chunks, ev.TooLarge, err = standIn(w, standIns); err != nil {
 		return Event{}, err
 	}
 	imageless := ev.Chunks != nil || ev.TooLarge != nil
-	if ev.After, ev.afterVals, err = object("after", w.After, ev.Op != OpDelete && !imageless); err != nil {
+	if ev.After, ev.afterVals, err = object("after", w.After, ev.Op != OpDelete && ev.Op != OpTruncate && !imageless); err != nil {
 		return Event{}, err
 	}
 	if ev.Op == OpDelete && ev.After != nil {

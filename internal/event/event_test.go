@@ -59,6 +59,24 @@ func TestDecodeDeleteWithoutAfter(t *testing.T) {
 	}
 }
 
+// TestDecodeTruncate: a truncate names its table alone.
+func TestDecodeTruncate(t *testing.T) {
+	ev, err := Decode([]byte(`{"action_id":9,"table":"public.t","op":"truncate","commit_time":"2026-11-25T10:00:00Z","schema_version":1,"lsn":"0/16B3748"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev.Op != OpTruncate || ev.Key != nil || ev.After != nil {
+		t.Errorf("decoded %+v", ev)
+	}
+	b, err := Encode(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(b); err != nil {
+		t.Errorf("round trip of %s: %v", b, err)
+	}
+}
+
 // TestDecodeLogPosition: what log-based capture adds survives a round trip.
 func TestDecodeLogPosition(t *testing.T) {
 	in := strings.Replace(valid, `"action_id":7`, `"action_id":7,"lsn":"16/B374D848","xid":4294967295,"unchanged":["bio"]`, 1)
@@ -139,6 +157,10 @@ func TestDecodeRejects(t *testing.T) {
 			"unchanged: only an update leaves columns unchanged, this is a delete"},
 		{"unchanged also in after", repl(`"action_id":7`, `"action_id":7,"unchanged":["first_name"]`), `unchanged: column "first_name" is also in after`},
 		{"unchanged twice", repl(`"action_id":7`, `"action_id":7,"unchanged":["bio","bio"]`), `unchanged: column "bio" named twice`},
+		{"truncate with a key", `{"action_id":9,"table":"public.t","op":"truncate","key":{"id":1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`,
+			"key: must be absent in a truncate"},
+		{"truncate with a row", `{"action_id":9,"table":"public.t","op":"truncate","after":{"id":1},"commit_time":"2026-11-25T10:00:00Z","schema_version":1}`,
+			"after: must be absent in a truncate"},
 		{"mark with an image", strings.Replace(mark(`{"bytes":9,"limit":8}`), `"op":"insert",`, `"op":"insert","after":{"emp_id":1},`, 1),
 			"after: must be absent in the mark of a change too large to publish"},
 	}

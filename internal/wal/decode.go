@@ -102,7 +102,19 @@ func (d *Decoder) Decode(ctx context.Context, data []byte, h Handler) error {
 	case *pglogrepl.DeleteMessage:
 		return d.change(ctx, h, m.RelationID, event.OpDelete, m.OldTupleType, m.OldTuple, nil)
 	case *pglogrepl.TruncateMessage:
-		return fmt.Errorf("TRUNCATE of %d tables in transaction %d: not captured yet", m.RelationNum, d.tx.Xid)
+		if !d.inTx {
+			return fmt.Errorf("a TRUNCATE outside a transaction")
+		}
+		for _, id := range m.RelationIDs {
+			r := d.relations[id]
+			if r == nil {
+				return fmt.Errorf("a TRUNCATE of relation %d before its Relation message", id)
+			}
+			if err := d.emit(ctx, h, Change{Table: r.table, Op: event.OpTruncate}); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return nil // types, origins, logical messages
 }

@@ -362,3 +362,25 @@ func TestSetupNeedsLogicalWAL(t *testing.T) {
 		t.Errorf("setup on a source with wal_level=replica: %v", err)
 	}
 }
+
+// TestStreamReadsTruncate: a TRUNCATE arrives in its place among the
+// changes, once per table it emptied, and the stream goes on.
+func TestStreamReadsTruncate(t *testing.T) {
+	s := newSource(t, `CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)`, "public.a", "public.b")
+	if _, _, err := Setup(context.Background(), s.pool, s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	s.exec(`INSERT INTO a VALUES (1)`)
+	s.exec(`TRUNCATE a, b`)
+	s.exec(`INSERT INTO b VALUES (2)`)
+	got := simplify(s.run(newRecorder(), 4))
+	want := []change{
+		{Table: "public.a", Op: "insert", Key: `{"id": 1}`, After: `{"id": 1}`},
+		{Table: "public.a", Op: "truncate"},
+		{Table: "public.b", Op: "truncate"},
+		{Table: "public.b", Op: "insert", Key: `{"id": 2}`, After: `{"id": 2}`},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+}
