@@ -75,25 +75,43 @@ func logicalSource(t *testing.T, schema string, tables ...string) (*pgxpool.Pool
 	return pool, pool.Config().ConnString(), wc
 }
 
+// newLogical returns a log capture of the tables of wc into pub.
+func newLogical(pool *pgxpool.Pool, dsn string, wc wal.Config, pub *topic) *capture.Logical {
+	return capture.NewLogical(pool, dsn, pub, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
+		PublishGrace: 10 * time.Second}, wc, slog.New(slog.DiscardHandler))
+}
+
+// runWhile runs l until done reports true (polled: the capture has no hook
+// to wait on) or 30 s have passed, which fails the test with done's account.
+func runWhile(t *testing.T, l *capture.Logical, done func() (bool, string)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		_ = l.Run(ctx)
+	}()
+	defer func() { cancel(); <-stopped }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, account := done()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %s", account)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // runUntil runs a log capture until the topic holds at least n events.
 func runUntil(t *testing.T, pool *pgxpool.Pool, dsn string, wc wal.Config, pub *topic, n int) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	l := capture.NewLogical(pool, dsn, pub, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
-		PublishGrace: 10 * time.Second}, wc, slog.New(slog.DiscardHandler))
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = l.Run(ctx)
-	}()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for len(pub.snapshot()) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d events published in 30 s", len(pub.snapshot()), n)
-		}
-		time.Sleep(10 * time.Millisecond) // polling the recorder: the capture has no hook to wait on
-	}
+	runWhile(t, newLogical(pool, dsn, wc, pub), func() (bool, string) {
+		got := len(pub.snapshot())
+		return got >= n, fmt.Sprintf("%d of %d events published", got, n)
+	})
 }
 
 // TestLogicalCapture: changes read from the log are published with
@@ -260,8 +278,7 @@ func TestLogicalCaptureReportsSlotHealth(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO t SELECT g, g FROM generate_series(1, 1000) g`); err != nil {
 		t.Fatal(err)
 	}
-	l := capture.NewLogical(pool, dsn, &topic{}, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
-		PublishGrace: 10 * time.Second}, wc, slog.New(slog.DiscardHandler))
+	l := newLogical(pool, dsn, wc, &topic{})
 	h, err := l.Health(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -269,24 +286,9 @@ func TestLogicalCaptureReportsSlotHealth(t *testing.T) {
 	if h.LagBytes < 1000*20 || h.Active || h.WALStatus != "reserved" {
 		t.Fatalf("before capture ran: %+v, want a lag of the 1,000 rows' log, inactive, reserved", h)
 	}
-	run, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = l.Run(run)
-	}()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if h, err = l.Health(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if h.Active && h.LagBytes < 1000*20/10 {
-			return // read, published, confirmed
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("30 s after capture started: %+v, want the lag gone", h)
-		}
-		time.Sleep(50 * time.Millisecond) // polling the source: the slot has no hook to wait on
-	}
+	runWhile(t, l, func() (bool, string) {
+		h, err := l.Health(ctx)
+		// Read, published and confirmed.
+		return err == nil && h.Active && h.LagBytes < 1000*20/10, fmt.Sprintf("%+v (%v), want the lag gone", h, err)
+	})
 }
