@@ -40,7 +40,9 @@ type Logical struct {
 	through   pglogrepl.LSN // the checkpoint: transactions that commit before it are published
 	next      int64         // the action_id of the next change
 	skip      bool          // the open transaction is published already
+	allowed   map[string]bool
 	pending   []event.Event // read, not yet published
+	since     time.Time     // when the first of them was read
 	bytes     int
 	done      checkpoint // the end of the last transaction in pending or published
 	saved     checkpoint // the checkpoint on the source
@@ -64,7 +66,13 @@ func NewLogical(pool *pgxpool.Pool, dsn string, pub Publisher, cfg Config, wc wa
 		cfg.ReadBytes = DefaultReadBytes
 	}
 	wc.Tables = cfg.Tables
-	return &Logical{c: &Capture{cfg: cfg, pool: pool, pub: pub, log: log}, wal: wc, dsn: dsn}
+	allowed := map[string]bool{}
+	for _, t := range cfg.Tables {
+		if norm, err := event.NormalizeTable(t); err == nil {
+			allowed[norm] = true
+		}
+	}
+	return &Logical{c: &Capture{cfg: cfg, pool: pool, pub: pub, log: log}, wal: wc, dsn: dsn, allowed: allowed}
 }
 
 // Run reads the slot and publishes until ctx is cancelled; a failure
@@ -229,10 +237,15 @@ func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
 	return nil
 }
 
-// Change numbers a change and publishes when enough is pending.
+// Change numbers a change and publishes when enough is pending. A change
+// of a table not on the allowlist (a publication named by the user may have
+// more) is left out.
 func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
-	if l.skip {
+	if l.skip || !l.allowed[ch.Table] {
 		return nil
+	}
+	if len(l.pending) == 0 {
+		l.since = time.Now()
 	}
 	ev := event.Event{Source: l.c.epoch.Source, Epoch: l.c.epoch.Epoch, ActionID: l.next, Table: ch.Table, Op: ch.Op,
 		Key: ch.Key, Before: ch.Before, After: ch.After, Unchanged: ch.Unchanged, CommitTime: tx.CommitTime,
@@ -254,11 +267,15 @@ func (l *Logical) Commit(ctx context.Context, tx wal.Tx) error {
 		return nil
 	}
 	l.done = checkpoint{end: tx.EndLSN, action: l.next - 1}
-	if len(l.pending) >= l.c.cfg.BatchSize {
+	if len(l.pending) >= l.c.cfg.BatchSize || (len(l.pending) > 0 && time.Since(l.since) >= MaxPublishDelay) {
 		return l.flush(ctx)
 	}
 	return nil
 }
+
+// MaxPublishDelay bounds how long a change read waits to be published while
+// the slot keeps sending (it is published at once when the slot goes quiet).
+const MaxPublishDelay = 20 * time.Millisecond
 
 // Idle publishes what is pending when the slot goes quiet.
 func (l *Logical) Idle(ctx context.Context) error { return l.flush(ctx) }

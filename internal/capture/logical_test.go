@@ -292,3 +292,23 @@ func TestLogicalCaptureReportsSlotHealth(t *testing.T) {
 		return err == nil && h.Active && h.LagBytes < 1000*20/10, fmt.Sprintf("%+v (%v), want the lag gone", h, err)
 	})
 }
+
+// TestLogicalCaptureKeepsToItsTables: a publication that also has a table
+// off the allowlist (one named by the user) gives capture none of its
+// changes to publish.
+func TestLogicalCaptureKeepsToItsTables(t *testing.T) {
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE other (id int PRIMARY KEY)`, "public.t")
+	ctx := context.Background()
+	for _, sql := range []string{`ALTER PUBLICATION cdcflow ADD TABLE other`, `INSERT INTO other VALUES (1)`, `INSERT INTO t VALUES (2)`} {
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	pub := &topic{}
+	runUntil(t, pool, dsn, wc, pub, 1)
+	for _, ev := range pub.snapshot() {
+		if ev.Table != "public.t" {
+			t.Errorf("published a change of %s, which is not on the allowlist", ev.Table)
+		}
+	}
+}
