@@ -63,9 +63,9 @@ bench-apply: tools
 ## bench: all benchmarks
 bench: bench-apply bench-e2e bench-storm bench-bookkeeping
 
-## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, trigger overhead
+## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, writers' time with and without capture; per capture mode (logical, trigger)
 bench-e2e: tools
-	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 30m .
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkEndToEnd -benchtime 1x -timeout 60m .
 
 ## bench-storm: a dead-letter storm: every change of a busy table failing, parked in groups, then one bulk replay
 bench-storm: tools

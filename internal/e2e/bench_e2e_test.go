@@ -24,9 +24,16 @@ import (
 // commit, latency percentiles from source commit to destination commit (at
 // full speed, then at a steady CDCFLOW_BENCH_RATE changes/s, default 2,000,
 // for 30 s), the same changes applied straight to a destination by the same
-// applier, and the source's insert rate with and without the capture trigger.
-// Run it with `make bench`.
+// applier, and the writers' own time with capture and without any; for the
+// trigger mode also the source's insert rate with and without the capture
+// trigger. It runs once per capture mode. Run it with `make bench`.
 func BenchmarkEndToEnd(b *testing.B) {
+	for _, mode := range []string{"logical", "trigger"} {
+		b.Run("capture="+mode, func(b *testing.B) { benchEndToEnd(b, mode) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, mode string) {
 	n := envInt("CDCFLOW_BENCH_EVENTS", 100000)
 	rate := envInt("CDCFLOW_BENCH_RATE", 2000)
 	const writers = 4
@@ -34,11 +41,21 @@ func BenchmarkEndToEnd(b *testing.B) {
 	for range b.N {
 		p := newPipeline(b)
 		p.withSource()
-		p.start("capture", "CDCFLOW_LOG_LEVEL=warn")
+		ctx := context.Background()
+		var slot string
+		if err := p.source.QueryRow(ctx, `SELECT current_database()`).Scan(&slot); err != nil {
+			b.Fatal(err)
+		}
+		testenv.DropSlotAtCleanup(b, p.source, slot)
+		p.start("capture", "CDCFLOW_LOG_LEVEL=warn", "CDCFLOW_CAPTURE_MODE="+mode, "CDCFLOW_SLOT="+slot)
 		p.start("worker", "CDCFLOW_LOG_LEVEL=warn")
 		p.start("starter", "CDCFLOW_LOG_LEVEL=warn")
-		waitTable(b, p.source, "employees")
-		ctx := context.Background()
+		if mode == "logical" {
+			p.waitSlot(slot)
+		} else {
+			waitTable(b, p.source, "employees")
+		}
+		bare := bareWriters(b, events, writers)
 
 		// Full speed.
 		wstart := time.Now()
@@ -66,22 +83,41 @@ func BenchmarkEndToEnd(b *testing.B) {
 		paced := latency(b, p.dest, last)
 
 		direct := applyDirect(b, events, 2000, final)
-		with, without := triggerOverhead(b)
+		overhead := ""
+		if mode == "trigger" {
+			with, without := triggerOverhead(b)
+			overhead = fmt.Sprintf("  source      %.0f rows/s inserted with the capture trigger, %.0f rows/s without (%.1fx slower)\n", with, without, without/with)
+		}
 
 		b.ReportMetric(throughput, "changes/s")
 		b.ReportMetric(direct, "direct_changes/s")
 		b.ReportMetric(full.p99.Seconds()*1000, "p99_ms_full")
 		b.ReportMetric(paced.p99.Seconds()*1000, "p99_ms_steady")
-		fmt.Fprintf(os.Stderr, `end to end, %d changes over %d keys from %d writers:
-  throughput  %.0f changes/s (first source commit to last destination commit, %.1f s; the writers took %.1f s)
+		b.ReportMetric(written.Seconds()/bare.Seconds(), "writer_ratio")
+		fmt.Fprintf(os.Stderr, `end to end, capture %s, %d changes over %d keys from %d writers:
+  throughput  %.0f changes/s (first source commit to last destination commit, %.1f s)
+  writers     %.2f s with capture, %.2f s without any (%.2fx)
   latency     full speed:   p50 %v  p95 %v  p99 %v
               %d changes/s: p50 %v  p95 %v  p99 %v (%d changes)
   reference   %.0f changes/s applied straight to the destination (batches of 2000); ratio %.2f
-  source      %.0f rows/s inserted with the capture trigger, %.0f rows/s without (%.1fx slower)
-`, n, n/20, writers, throughput, full.span.Seconds(), written.Seconds(),
+%s`, mode, n, n/20, writers, throughput, full.span.Seconds(), written.Seconds(), bare.Seconds(), written.Seconds()/bare.Seconds(),
 			full.p50, full.p95, full.p99, rate, paced.p50, paced.p95, paced.p99, paced.count,
-			direct, throughput/direct, with, without, without/with)
+			direct, throughput/direct, overhead)
 	}
+}
+
+// bareWriters makes the changes in a database of their own that nothing
+// captures, as writeEvents does, and returns the writers' time.
+func bareWriters(b *testing.B, events []event.Event, writers int) time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	pool := testenv.Migrated(b, "bare", migrations.SourceFS(), nil)
+	if err := demo.CreateTable(ctx, pool); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	writeEvents(b, pool, events, writers, 0)
+	return time.Since(start)
 }
 
 // writeEvents makes the changes on the source with several writers; each

@@ -38,13 +38,19 @@ func TestSourceToDestinationFromTheLog(t *testing.T) {
 	}
 	testenv.DropSlotAtCleanup(t, p.source, slot) // after capture stops
 	p.start("capture", "CDCFLOW_CAPTURE_MODE=logical", "CDCFLOW_SLOT="+slot)
-	// Only what commits after the slot is created is in the log capture reads.
-	eventually(t, time.Minute, "the replication slot", func() (bool, string) {
+	p.waitSlot(slot)
+	sourceToDestination(t, p)
+}
+
+// waitSlot waits until capture has created its replication slot: only what
+// commits after that is in the log it reads.
+func (p *pipeline) waitSlot(slot string) {
+	p.t.Helper()
+	eventually(p.t, time.Minute, "the replication slot", func() (bool, string) {
 		var n int
 		err := p.source.QueryRow(context.Background(), `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&n)
 		return err == nil && n == 1, fmt.Sprint("no slot yet ", err)
 	})
-	sourceToDestination(t, p)
 }
 
 func sourceToDestination(t *testing.T, p *pipeline) {
