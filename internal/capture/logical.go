@@ -128,7 +128,7 @@ func (l *Logical) run(ctx context.Context) error {
 	l.next = l.saved.action + 1
 	l.through = l.saved.end
 	l.confirmed.Store(uint64(l.saved.end))
-	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool)).Run(ctx, l, l.Confirmed)
+	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool, func(table string) bool { return l.allowed[table] })).Run(ctx, l, l.Confirmed)
 }
 
 // leaveTriggers switches the captured tables from trigger capture: it

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -57,6 +58,7 @@ type Handler interface {
 // Decoder turns pgoutput messages into transactions and changes.
 type Decoder struct {
 	pool      *pgxpool.Pool // reads primary keys and types
+	allowed   func(table string) bool
 	types     *types
 	relations map[uint32]*relation
 	tx        Tx
@@ -67,14 +69,20 @@ type Decoder struct {
 // relation is a table as the last Relation message described it.
 type relation struct {
 	table   string
+	skip    bool // not on the allowlist: its changes are not handed over
 	columns []*pglogrepl.RelationMessageColumn
 	infos   []*typeInfo
 	key     []int // indexes of the primary key's columns in columns
 }
 
-// NewDecoder returns a decoder that reads primary keys and types through pool.
-func NewDecoder(pool *pgxpool.Pool) *Decoder {
-	return &Decoder{pool: pool, types: newTypes(pool), relations: map[uint32]*relation{}}
+// NewDecoder returns a decoder that reads types (and, for a table with
+// replica identity FULL, its primary key) through pool, and hands over the
+// changes of the tables allowed says yes to (nil: all).
+func NewDecoder(pool *pgxpool.Pool, allowed func(table string) bool) *Decoder {
+	if allowed == nil {
+		allowed = func(string) bool { return true }
+	}
+	return &Decoder{pool: pool, allowed: allowed, types: newTypes(pool), relations: map[uint32]*relation{}}
 }
 
 // Decode handles one pgoutput message (the data of an XLogData).
@@ -110,6 +118,9 @@ func (d *Decoder) Decode(ctx context.Context, data []byte, h Handler) error {
 			if r == nil {
 				return fmt.Errorf("a TRUNCATE of relation %d before its Relation message", id)
 			}
+			if r.skip {
+				continue
+			}
 			if err := d.emit(ctx, h, Change{Table: r.table, Op: event.OpTruncate}); err != nil {
 				return err
 			}
@@ -119,41 +130,67 @@ func (d *Decoder) Decode(ctx context.Context, data []byte, h Handler) error {
 	return nil // types, origins, logical messages
 }
 
+// relation records a Relation message: sent before a table's first change
+// and again after its schema changed. The key is the primary key: with
+// replica identity DEFAULT the columns the message flags; with FULL (every
+// column flagged) read from the catalog, which can only be today's.
+// Tables off the allowlist are recorded as skipped, unresolved, so that
+// nothing about them (a missing key, a dropped type) can stop the stream.
 func (d *Decoder) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
 	r := &relation{table: m.Namespace + "." + m.RelationName, columns: m.Columns}
+	if !d.allowed(r.table) {
+		r.skip = true
+		d.relations[m.RelationID] = r
+		return nil
+	}
 	for _, c := range m.Columns {
-		ti, err := d.types.info(ctx, c.DataType)
+		r.infos = append(r.infos, d.types.info(ctx, c.DataType))
+	}
+	switch m.ReplicaIdentity {
+	case 'd':
+		for i, c := range m.Columns {
+			if c.Flags&1 != 0 {
+				r.key = append(r.key, i)
+			}
+		}
+	case 'f':
+		keys, err := d.primaryKey(ctx, m)
 		if err != nil {
-			return fmt.Errorf("column %s of %s: %w", c.Name, r.table, err)
+			return err
 		}
-		r.infos = append(r.infos, ti)
-	}
-	rows, err := d.pool.Query(ctx, `SELECT a.attname FROM pg_index i
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-		WHERE i.indrelid = $1::oid AND i.indisprimary`, int64(m.RelationID))
-	if err != nil {
-		return fmt.Errorf("read the primary key of %s: %w", r.table, err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name string
-		if err := rows.Scan(&name); err != nil {
-			return fmt.Errorf("read the primary key of %s: %w", r.table, err)
-		}
-		i := slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == name })
-		if i < 0 {
-			return fmt.Errorf("primary key column %s of %s is not published", name, r.table)
-		}
-		r.key = append(r.key, i)
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("read the primary key of %s: %w", r.table, err)
+		r.key = keys
+	default:
+		return fmt.Errorf("table %s has replica identity %q: cdcflow needs DEFAULT (its primary key) or FULL", r.table, m.ReplicaIdentity)
 	}
 	if len(r.key) == 0 {
 		return fmt.Errorf("table %s has no primary key; cdcflow captures only tables with one", r.table)
 	}
 	d.relations[m.RelationID] = r
 	return nil
+}
+
+// primaryKey reads the primary key of a table with replica identity FULL.
+func (d *Decoder) primaryKey(ctx context.Context, m *pglogrepl.RelationMessage) ([]int, error) {
+	table := m.Namespace + "." + m.RelationName
+	rows, err := d.pool.Query(ctx, `SELECT a.attname FROM pg_index i
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+		WHERE i.indrelid = $1::oid AND i.indisprimary`, int64(m.RelationID))
+	if err != nil {
+		return nil, fmt.Errorf("read the primary key of %s: %w", table, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read the primary key of %s: %w", table, err)
+	}
+	var key []int
+	for _, name := range names {
+		i := slices.IndexFunc(m.Columns, func(c *pglogrepl.RelationMessageColumn) bool { return c.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("primary key column %s of %s is not in the log's description of the table", name, table)
+		}
+		key = append(key, i)
+	}
+	return key, nil
 }
 
 // change hands one row change to h: an update that changes the key goes as
@@ -166,6 +203,9 @@ func (d *Decoder) change(ctx context.Context, h Handler, relID uint32, op event.
 	r := d.relations[relID]
 	if r == nil {
 		return fmt.Errorf("a change of relation %d before its Relation message", relID)
+	}
+	if r.skip {
+		return nil
 	}
 	var c Change
 	c.Table = r.table

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,11 +23,11 @@ type kind uint8
 const (
 	kindString  kind = iota // a JSON string of the text
 	kindBool                // t/f -> true/false
-	kindNumber              // a JSON number when the text is one (not NaN, Infinity, money)
+	kindNumber              // int2/4/8, numeric: a JSON number when the text is one (not NaN, Infinity)
+	kindFloat               // float4/8: a number as numeric prints it (1e+20 -> 100000000000000000000)
 	kindJSON                // json, jsonb: the text itself
 	kindStamp               // timestamp: "2026-01-02 03:04:05" -> "2026-01-02T03:04:05"
 	kindStampTZ             // timestamptz: also "+00" -> "+00:00"
-	kindTimeTZ              // timetz: "03:04:05+00" -> "03:04:05+00:00"
 	kindArray               // a JSON array of the elements, each by its element type
 )
 
@@ -53,14 +54,24 @@ const (
 	oidJSONB       = 3802
 	oidTimestamp   = 1114
 	oidTimestampTZ = 1184
-	oidTimeTZ      = 1266
+	oidInt2        = 21
+	oidInt4        = 23
+	oidInt8        = 20
+	oidNumeric     = 1700
+	oidFloat4      = 700
+	oidFloat8      = 701
 )
 
-// info returns how values of the type oid are written.
-func (t *types) info(ctx context.Context, oid uint32) (*typeInfo, error) {
+// info returns how values of the type oid are written: as strings when the
+// type cannot be read (dropped since the change was made).
+func (t *types) info(ctx context.Context, oid uint32) *typeInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.resolve(ctx, oid, 0)
+	ti, err := t.resolve(ctx, oid, 0)
+	if err != nil {
+		return &typeInfo{kind: kindString}
+	}
+	return ti
 }
 
 func (t *types) resolve(ctx context.Context, oid uint32, depth int) (*typeInfo, error) {
@@ -96,8 +107,6 @@ func (t *types) resolve(ctx context.Context, oid uint32, depth int) (*typeInfo, 
 		ti.kind = kindStamp
 	case oid == oidTimestampTZ:
 		ti.kind = kindStampTZ
-	case oid == oidTimeTZ:
-		ti.kind = kindTimeTZ
 	case category == "A" && elem != 0:
 		e, err := t.resolve(ctx, elem, depth+1)
 		if err != nil {
@@ -109,8 +118,10 @@ func (t *types) resolve(ctx context.Context, oid uint32, depth int) (*typeInfo, 
 		}
 	case category == "B":
 		ti.kind = kindBool
-	case category == "N":
+	case oid == oidInt2 || oid == oidInt4 || oid == oidInt8 || oid == oidNumeric:
 		ti.kind = kindNumber
+	case oid == oidFloat4 || oid == oidFloat8:
+		ti.kind = kindFloat
 	}
 	t.byID[oid] = ti
 	return ti, nil
@@ -130,24 +141,37 @@ func appendValue(dst []byte, ti *typeInfo, text []byte) ([]byte, error) {
 		if isJSONNumber(text) {
 			return append(dst, text...), nil
 		}
+	case kindFloat:
+		if f, err := strconv.ParseFloat(string(text), 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+			s := strconv.FormatFloat(f, 'f', -1, 64)
+			if s == "-0" {
+				s = "0"
+			}
+			return append(dst, s...), nil
+		}
 	case kindJSON:
 		if !json.Valid(text) {
 			return nil, fmt.Errorf("a json value that is not JSON: %.40q", text)
 		}
 		return append(dst, text...), nil
 	case kindStamp, kindStampTZ:
-		if i := bytes.IndexByte(text, ' '); i > 0 && !bytes.HasSuffix(text, []byte(" BC")) {
-			s := slices.Clone(text)
+		body, bc := bytes.CutSuffix(text, []byte(" BC"))
+		if i := bytes.IndexByte(body, ' '); i > 0 {
+			s := slices.Clone(body)
 			s[i] = 'T'
 			if ti.kind == kindStampTZ {
 				s = fullOffset(s)
 			}
+			if bc {
+				s = append(s, " BC"...)
+			}
 			return appendString(dst, s), nil
 		}
-	case kindTimeTZ:
-		return appendString(dst, fullOffset(slices.Clone(text))), nil
 	case kindArray:
-		return appendArray(dst, ti, text)
+		if out, err := appendArray(dst, ti, text); err == nil {
+			return out, nil
+		}
+		// Not an array literal (int2vector, oidvector print "1 2"): as text.
 	}
 	return appendString(dst, text), nil
 }

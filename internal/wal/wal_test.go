@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -113,6 +114,12 @@ func (r *recorder) Commit(_ context.Context, tx Tx) error {
 	return nil
 }
 
+func (r *recorder) snapshot() []Change {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.changes)
+}
+
 func (r *recorder) Confirmed() pglogrepl.LSN {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -124,7 +131,7 @@ func (s *source) run(r *recorder, n int) []Change {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- NewStream(s.dsn, s.cfg, NewDecoder(s.pool)).Run(ctx, r, r.Confirmed) }()
+	go func() { done <- NewStream(s.dsn, s.cfg, NewDecoder(s.pool, nil)).Run(ctx, r, r.Confirmed) }()
 	deadline := time.After(30 * time.Second)
 	for {
 		r.mu.Lock()
@@ -334,7 +341,7 @@ func TestStreamRefusesATableWithoutPrimaryKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r := newRecorder()
-	err := NewStream(s.dsn, s.cfg, NewDecoder(s.pool)).Run(ctx, r, r.Confirmed)
+	err := NewStream(s.dsn, s.cfg, NewDecoder(s.pool, nil)).Run(ctx, r, r.Confirmed)
 	if err == nil || !strings.Contains(err.Error(), "table public.loose has no primary key") {
 		t.Errorf("stream: %v, want an error naming the table without a primary key", err)
 	}
@@ -381,6 +388,58 @@ func TestStreamReadsTruncate(t *testing.T) {
 		{Table: "public.b", Op: "insert", Key: `{"id": 2}`, After: `{"id": 2}`},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+}
+
+// TestStreamAfterSchemaChanges: the log is read with the schema it was
+// written under: a change of a table dropped since, one whose key column
+// was renamed since, and one of a dropped type neither stop the stream nor
+// change its keys; a table off the allowlist without a primary key is
+// passed over.
+func TestStreamAfterSchemaChanges(t *testing.T) {
+	s := newSource(t, `CREATE TYPE mood AS ENUM ('ok', 'meh');
+		CREATE TABLE gone (id int PRIMARY KEY, m mood);
+		CREATE TABLE renamed (rk int PRIMARY KEY);
+		CREATE TABLE loose (v int);
+		CREATE TABLE t (id int PRIMARY KEY)`, "public.gone", "public.renamed", "public.t")
+	ctx := context.Background()
+	if _, _, err := Setup(ctx, s.pool, s.cfg); err != nil {
+		t.Fatal(err)
+	}
+	s.exec(`ALTER PUBLICATION cdcflow ADD TABLE loose`)
+	s.exec(`INSERT INTO gone VALUES (1, 'meh')`)
+	s.exec(`INSERT INTO renamed VALUES (2)`)
+	s.exec(`INSERT INTO loose VALUES (3)`)
+	s.exec(`DROP TABLE gone`)
+	s.exec(`DROP TYPE mood`)
+	s.exec(`ALTER TABLE renamed RENAME rk TO key_id`)
+	s.exec(`INSERT INTO t VALUES (4)`)
+	r := newRecorder()
+	run, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	allowed := func(table string) bool { return table != "public.loose" }
+	go func() { done <- NewStream(s.dsn, s.cfg, NewDecoder(s.pool, allowed)).Run(run, r, r.Confirmed) }()
+	deadline := time.After(30 * time.Second)
+	for len(r.snapshot()) < 3 {
+		select {
+		case <-r.notify:
+		case err := <-done:
+			cancel()
+			t.Fatalf("the stream stopped after %d changes: %v", len(r.snapshot()), err)
+		case <-deadline:
+			cancel()
+			t.Fatalf("%d of 3 changes in 30 s", len(r.snapshot()))
+		}
+	}
+	cancel()
+	<-done
+	want := []change{
+		{Table: "public.gone", Op: "insert", Key: `{"id": 1}`, After: `{"m": "meh", "id": 1}`},
+		{Table: "public.renamed", Op: "insert", Key: `{"rk": 2}`, After: `{"rk": 2}`},
+		{Table: "public.t", Op: "insert", Key: `{"id": 4}`, After: `{"id": 4}`},
+	}
+	if diff := cmp.Diff(want, simplify(r.snapshot())); diff != "" {
 		t.Errorf("changes (-want +got):\n%s", diff)
 	}
 }
