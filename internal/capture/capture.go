@@ -12,6 +12,7 @@ package capture
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -72,12 +73,6 @@ type Capture struct {
 // New installs the capture trigger on every configured table and returns a
 // Capture ready to Run. The source must have the source migrations applied.
 func New(ctx context.Context, pool *pgxpool.Pool, pub Publisher, cfg Config, log *slog.Logger) (*Capture, error) {
-	if cfg.MaxChangeBytes <= 0 {
-		cfg.MaxChangeBytes = DefaultMaxChangeBytes
-	}
-	if cfg.ReadBytes <= 0 {
-		cfg.ReadBytes = DefaultReadBytes
-	}
 	for _, t := range cfg.Tables {
 		norm, err := event.NormalizeTable(t)
 		if err != nil {
@@ -87,6 +82,20 @@ func New(ctx context.Context, pool *pgxpool.Pool, pub Publisher, cfg Config, log
 		if _, err := pool.Exec(ctx, `SELECT cdcflow.capture_table($1::regclass)`, pgx.Identifier{schema, rel}.Sanitize()); err != nil {
 			return nil, fmt.Errorf("install capture trigger on %s: %w", norm, err)
 		}
+	}
+	return newOutbox(ctx, pool, pub, cfg, log)
+}
+
+// newOutbox returns a Capture of the outbox, installing no trigger.
+func newOutbox(ctx context.Context, pool *pgxpool.Pool, pub Publisher, cfg Config, log *slog.Logger) (*Capture, error) {
+	if cfg.MaxChangeBytes <= 0 {
+		cfg.MaxChangeBytes = DefaultMaxChangeBytes
+	}
+	if cfg.ReadBytes <= 0 {
+		cfg.ReadBytes = DefaultReadBytes
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 1000
 	}
 	// With track_commit_timestamp on, events carry the true commit time;
 	// otherwise the time the change was made.
@@ -420,9 +429,24 @@ func (c *Capture) establishEpoch(ctx context.Context) error {
 		return fmt.Errorf("establish the capture epoch: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	epoch, reason, err := establishEpoch(ctx, tx, c.cfg.Newest, time.Now(), epochCheck{held: outboxHolds})
+	check := epochCheck{held: outboxHolds}
+	var slot string
+	err = tx.QueryRow(ctx, `SELECT wal_slot FROM cdcflow.capture_epoch`).Scan(&slot)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read the capture mode: %w", err)
+	}
+	if slot != "" {
+		// The outbox's action_ids know nothing of those log capture gave.
+		check.fresh = fmt.Sprintf("capture switched from the log (slot %s) to the trigger", slot)
+	}
+	epoch, reason, err := establishEpoch(ctx, tx, c.cfg.Newest, time.Now(), check)
 	if err != nil {
 		return err
+	}
+	if slot != "" {
+		if _, err := tx.Exec(ctx, `UPDATE cdcflow.capture_epoch SET wal_slot = ''`); err != nil {
+			return fmt.Errorf("record the capture mode: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("establish the capture epoch: %w", err)

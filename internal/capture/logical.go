@@ -3,8 +3,10 @@ package capture
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -41,6 +44,7 @@ type Logical struct {
 	next      int64         // the action_id of the next change
 	skip      bool          // the open transaction is published already
 	allowed   map[string]bool
+	txChanges int           // changes of the open transaction to publish
 	pending   []event.Event // read, not yet published
 	since     time.Time     // when the first of them was read
 	bytes     int
@@ -109,21 +113,18 @@ func (l *Logical) Run(ctx context.Context) error {
 
 // run sets up, establishes the epoch and reads the slot until it fails.
 func (l *Logical) run(ctx context.Context) error {
-	if err := l.leaveTriggers(ctx); err != nil {
-		return err
-	}
+	// The slot first: from its creation on, every commit is in the log.
 	slotAt, created, err := wal.Setup(ctx, l.c.pool, l.wal)
 	if err != nil {
 		return err
 	}
-	fresh := ""
-	if created {
-		fresh = fmt.Sprintf("replication slot %s created at %s: changes before it are not in the log capture reads", l.wal.Slot, slotAt)
-	}
-	if err := l.establish(ctx, slotAt, fresh); err != nil {
+	if err := l.leaveTriggers(ctx); err != nil {
 		return err
 	}
-	l.pending, l.bytes, l.skip = nil, 0, false
+	if err := l.establish(ctx, slotAt, created); err != nil {
+		return err
+	}
+	l.pending, l.bytes, l.skip, l.txChanges = nil, 0, false, 0
 	l.done = l.saved
 	l.next = l.saved.action + 1
 	l.through = l.saved.end
@@ -131,35 +132,91 @@ func (l *Logical) run(ctx context.Context) error {
 	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool, func(table string) bool { return l.allowed[table] })).Run(ctx, l, l.Confirmed)
 }
 
-// leaveTriggers switches the captured tables from trigger capture: it
-// refuses while the outbox holds changes not yet published (trigger
-// capture must publish them first, or they would be lost), then drops the
-// capture triggers, which would fill the outbox for no one.
+// leaveTriggers switches the captured tables from trigger capture, once
+// the slot exists, so that no commit escapes both: it drops the capture
+// triggers (each drop waits for the transactions writing the table, whose
+// outbox rows are then committed), then publishes what the outbox still
+// holds as trigger capture would. A change committed between the slot's
+// creation and the drop is in both and is published twice; the log's copy
+// comes in a later epoch (see establish), so it orders after.
 func (l *Logical) leaveTriggers(ctx context.Context) error {
-	var n int64
-	if err := l.c.pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.outbox`).Scan(&n); err != nil {
-		return fmt.Errorf("read the outbox: %w", err)
-	}
-	if n > 0 {
-		return fmt.Errorf("the outbox holds %d changes that trigger capture has not published: "+
-			"run capture with CDCFLOW_CAPTURE_MODE=trigger until it is empty, then switch to logical", n)
-	}
 	for _, t := range l.c.cfg.Tables {
 		schema, rel, _ := strings.Cut(t, ".")
 		if _, err := l.c.pool.Exec(ctx, `DROP TRIGGER IF EXISTS cdcflow_capture ON `+pgx.Identifier{schema, rel}.Sanitize()); err != nil {
 			return fmt.Errorf("drop the capture trigger of %s: %w", t, err)
 		}
 	}
-	return nil
+	var n int64
+	if err := l.c.pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.outbox`).Scan(&n); err != nil {
+		return fmt.Errorf("read the outbox: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	l.c.log.Warn("publishing what trigger capture left in the outbox before reading the log", "changes", n)
+	drain, err := newOutbox(ctx, l.c.pool, l.c.pub, l.c.cfg, l.c.log)
+	if err != nil {
+		return err
+	}
+	for {
+		published, err := drain.Step(ctx)
+		if err != nil {
+			return fmt.Errorf("publish what trigger capture left in the outbox: %w", err)
+		}
+		if published == 0 {
+			return nil
+		}
+	}
 }
 
-// establish finds the epoch and reads the checkpoint.
-func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh string) error {
+// establish finds the epoch and reads the checkpoint. The checkpoint holds
+// only for the slot and the allowlist it was written with: a new slot,
+// another slot, a checkpoint ahead of the source's log (the cdcflow schema
+// came from another server) or another allowlist (a transaction read again
+// would be numbered otherwise) start a new epoch, with the checkpoint at
+// the slot's position, and numbering going on above every action_id given
+// before.
+func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created bool) error {
 	tx, err := l.c.pool.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("establish the capture epoch: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	var (
+		slot, tables, through, current string
+		action, published              int64
+	)
+	err = tx.QueryRow(ctx, `SELECT wal_slot, wal_tables, wal_through::text, wal_action_id, published_through, pg_current_wal_lsn()::text
+		FROM cdcflow.capture_epoch FOR UPDATE`).Scan(&slot, &tables, &through, &action, &published, &current)
+	found := err == nil
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("read the log capture checkpoint: %w", err)
+	}
+	allowlist := slices.Sorted(maps.Keys(l.allowed))
+	want := strings.Join(allowlist, ",")
+	var at, now pglogrepl.LSN
+	if found {
+		if at, err = pglogrepl.ParseLSN(through); err == nil {
+			now, err = pglogrepl.ParseLSN(current)
+		}
+		if err != nil {
+			return fmt.Errorf("read the log capture checkpoint: %w", err)
+		}
+	}
+	fresh := ""
+	switch {
+	case created:
+		fresh = fmt.Sprintf("replication slot %s created at %s: changes before it are not in the log capture reads", l.wal.Slot, slotAt)
+	case !found:
+	case slot == "":
+		fresh = fmt.Sprintf("capture switched from the trigger to the log (slot %s)", l.wal.Slot)
+	case slot != l.wal.Slot:
+		fresh = fmt.Sprintf("capture reads slot %s, its checkpoint belongs to slot %s", l.wal.Slot, slot)
+	case at > now:
+		fresh = fmt.Sprintf("the log checkpoint %s is ahead of the source's log (%s): the cdcflow schema came from another server", at, now)
+	case tables != want:
+		fresh = fmt.Sprintf("the captured tables changed (%s, were %s)", want, tables)
+	}
 	held := func(_ context.Context, _ pgx.Tx, k event.Event) (bool, error) {
 		// The slot sends again what commits at or after its position.
 		at, err := pglogrepl.ParseLSN(k.LSN)
@@ -169,12 +226,14 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh str
 	if err != nil {
 		return err
 	}
-	var through string
-	if err := tx.QueryRow(ctx, `SELECT wal_through::text, wal_action_id FROM cdcflow.capture_epoch`).Scan(&through, &l.saved.action); err != nil {
-		return fmt.Errorf("read the log capture checkpoint: %w", err)
-	}
-	if l.saved.end, err = pglogrepl.ParseLSN(through); err != nil {
-		return fmt.Errorf("read the log capture checkpoint: %w", err)
+	l.saved = checkpoint{end: at, action: action}
+	if reason != "" {
+		l.saved = checkpoint{end: slotAt, action: max(action, published)}
+		_, err := tx.Exec(ctx, `UPDATE cdcflow.capture_epoch SET wal_slot = $1, wal_tables = $2, wal_through = $3::text::pg_lsn, wal_action_id = $4`,
+			l.wal.Slot, want, slotAt.String(), l.saved.action)
+		if err != nil {
+			return fmt.Errorf("record the log capture checkpoint: %w", err)
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("establish the capture epoch: %w", err)
@@ -185,6 +244,70 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, fresh str
 	}
 	return nil
 }
+
+// Confirmed is how far the slot may be confirmed: the checkpoint, or past
+// it the transactions with nothing to publish.
+func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.Load()) }
+
+// Begin skips a transaction published before the checkpoint.
+func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
+	l.skip = tx.CommitLSN < l.through
+	l.txChanges = 0
+	return nil
+}
+
+// Change numbers a change and publishes when enough is pending. A change
+// of a table not on the allowlist (a publication named by the user may have
+// more) is left out.
+func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
+	if l.skip || !l.allowed[ch.Table] {
+		return nil
+	}
+	if len(l.pending) == 0 {
+		l.since = time.Now()
+	}
+	l.txChanges++
+	ev := event.Event{Source: l.c.epoch.Source, Epoch: l.c.epoch.Epoch, ActionID: l.next, Table: ch.Table, Op: ch.Op,
+		Key: ch.Key, Before: ch.Before, After: ch.After, Unchanged: ch.Unchanged, CommitTime: tx.CommitTime,
+		SchemaVersion: event.CurrentSchemaVersion, LSN: tx.CommitLSN.String(), Xid: tx.Xid}
+	l.next++
+	l.pending = append(l.pending, ev)
+	l.bytes += len(ev.Before) + len(ev.After)
+	if len(l.pending) >= l.c.cfg.BatchSize || l.bytes >= l.c.cfg.ReadBytes {
+		return l.flush(ctx)
+	}
+	return nil
+}
+
+// Commit ends a transaction: the checkpoint may move past it once its
+// changes are published. A transaction with nothing to publish (the
+// checkpoint's own update, when a publication holds the cdcflow schema)
+// writes no checkpoint; the slot may be confirmed past it at once when
+// nothing before it waits to be published.
+func (l *Logical) Commit(ctx context.Context, tx wal.Tx) error {
+	if l.skip {
+		l.skip = false
+		return nil
+	}
+	if l.txChanges == 0 {
+		if len(l.pending) == 0 && l.done == l.saved && uint64(tx.EndLSN) > l.confirmed.Load() {
+			l.confirmed.Store(uint64(tx.EndLSN))
+		}
+		return nil
+	}
+	l.done = checkpoint{end: tx.EndLSN, action: l.next - 1}
+	if len(l.pending) >= l.c.cfg.BatchSize || (len(l.pending) > 0 && time.Since(l.since) >= MaxPublishDelay) {
+		return l.flush(ctx)
+	}
+	return nil
+}
+
+// MaxPublishDelay bounds how long a change read waits to be published while
+// the slot keeps sending (it is published at once when the slot goes quiet).
+const MaxPublishDelay = 20 * time.Millisecond
+
+// Idle publishes what is pending when the slot goes quiet.
+func (l *Logical) Idle(ctx context.Context) error { return l.flush(ctx) }
 
 // SlotLagWarning is how much of the source's log the slot may hold before
 // each report warns.
@@ -228,58 +351,6 @@ func (l *Logical) report(ctx context.Context) {
 // Published returns how many events this Logical published.
 func (l *Logical) Published() int64 { return atomic.LoadInt64(&l.c.published) }
 
-// Confirmed is how far the slot may be confirmed: the checkpoint.
-func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.Load()) }
-
-// Begin skips a transaction published before the checkpoint.
-func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
-	l.skip = tx.CommitLSN < l.through
-	return nil
-}
-
-// Change numbers a change and publishes when enough is pending. A change
-// of a table not on the allowlist (a publication named by the user may have
-// more) is left out.
-func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
-	if l.skip || !l.allowed[ch.Table] {
-		return nil
-	}
-	if len(l.pending) == 0 {
-		l.since = time.Now()
-	}
-	ev := event.Event{Source: l.c.epoch.Source, Epoch: l.c.epoch.Epoch, ActionID: l.next, Table: ch.Table, Op: ch.Op,
-		Key: ch.Key, Before: ch.Before, After: ch.After, Unchanged: ch.Unchanged, CommitTime: tx.CommitTime,
-		SchemaVersion: event.CurrentSchemaVersion, LSN: tx.CommitLSN.String(), Xid: tx.Xid}
-	l.next++
-	l.pending = append(l.pending, ev)
-	l.bytes += len(ev.Before) + len(ev.After)
-	if len(l.pending) >= l.c.cfg.BatchSize || l.bytes >= l.c.cfg.ReadBytes {
-		return l.flush(ctx)
-	}
-	return nil
-}
-
-// Commit ends a transaction: the checkpoint may move past it once its
-// changes are published.
-func (l *Logical) Commit(ctx context.Context, tx wal.Tx) error {
-	if l.skip {
-		l.skip = false
-		return nil
-	}
-	l.done = checkpoint{end: tx.EndLSN, action: l.next - 1}
-	if len(l.pending) >= l.c.cfg.BatchSize || (len(l.pending) > 0 && time.Since(l.since) >= MaxPublishDelay) {
-		return l.flush(ctx)
-	}
-	return nil
-}
-
-// MaxPublishDelay bounds how long a change read waits to be published while
-// the slot keeps sending (it is published at once when the slot goes quiet).
-const MaxPublishDelay = 20 * time.Millisecond
-
-// Idle publishes what is pending when the slot goes quiet.
-func (l *Logical) Idle(ctx context.Context) error { return l.flush(ctx) }
-
 // flush publishes the pending changes, then records the checkpoint of the
 // last complete transaction and lets the slot be confirmed up to it.
 func (l *Logical) flush(ctx context.Context) error {
@@ -314,7 +385,9 @@ func (l *Logical) flush(ctx context.Context) error {
 		return fmt.Errorf("record the log capture checkpoint %s: %w", l.done.end, err)
 	}
 	l.saved = l.done
-	l.confirmed.Store(uint64(l.done.end))
+	if uint64(l.done.end) > l.confirmed.Load() {
+		l.confirmed.Store(uint64(l.done.end))
+	}
 	return nil
 }
 
@@ -386,6 +459,12 @@ func (l *Logical) fillUnchanged(ctx context.Context, events []event.Event) error
 			}
 			return rows.Err()
 		})
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703") {
+			// The table or a column is gone (dropped or renamed since): its
+			// rows are gone too, or will be by a change that follows.
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("read the unchanged out-of-line values of %d rows of %s: %w", len(idx), table, err)
 		}

@@ -227,8 +227,8 @@ func TestLogicalCaptureFillsUnchangedToast(t *testing.T) {
 }
 
 // TestLogicalCaptureTakesOverFromTriggers: switching a source from trigger
-// capture waits until the outbox is published (a clear error until then),
-// then drops the capture triggers.
+// capture drops the capture triggers, publishes what the outbox still
+// holds, and starts a new epoch for the changes read from the log.
 func TestLogicalCaptureTakesOverFromTriggers(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Migrated(t, "takeover", migrations.SourceFS(), nil)
@@ -244,21 +244,37 @@ func TestLogicalCaptureTakesOverFromTriggers(t *testing.T) {
 	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES (1, 1)`); err != nil {
 		t.Fatal(err)
 	}
+	if n, err := trig.Step(ctx); err != nil || n != 1 {
+		t.Fatalf("trigger capture published %d: %v", n, err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES (2, 2)`); err != nil { // left in the outbox
+		t.Fatal(err)
+	}
 	var slot string
 	if err := pool.QueryRow(ctx, `SELECT current_database()`).Scan(&slot); err != nil {
 		t.Fatal(err)
 	}
 	testenv.DropSlotAtCleanup(t, pool, slot)
-	l := capture.NewLogical(pool, pool.Config().ConnString(), pub, capture.Config{Tables: []string{"public.t"}, BatchSize: 100,
-		ReportEvery: time.Hour, PublishGrace: 10 * time.Second}, wal.Config{Publication: "cdcflow", Slot: slot}, slog.New(slog.DiscardHandler))
-	if err := capture.LeaveTriggers(ctx, l); err == nil || !strings.Contains(err.Error(), "the outbox holds 1 changes that trigger capture has not published") {
-		t.Fatalf("switching with a change in the outbox: %v", err)
+	wc := wal.Config{Publication: "cdcflow", Slot: slot, Tables: []string{"public.t"}, StatusInterval: time.Second}
+	l := newLogical(pool, pool.Config().ConnString(), wc, pub)
+	runWhile(t, l, func() (bool, string) {
+		n := len(pub.snapshot())
+		return n >= 2, fmt.Sprintf("%d events", n)
+	})
+	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES (3, 3)`); err != nil {
+		t.Fatal(err)
 	}
-	if n, err := trig.Step(ctx); err != nil || n != 1 {
-		t.Fatalf("trigger capture published %d: %v", n, err)
+	runWhile(t, l, func() (bool, string) {
+		n := len(pub.snapshot())
+		return n >= 3, fmt.Sprintf("%d events", n)
+	})
+	var got []string
+	for _, ev := range pub.snapshot() {
+		got = append(got, fmt.Sprintf("%s %d", ev.Key, ev.Epoch))
 	}
-	if err := capture.LeaveTriggers(ctx, l); err != nil {
-		t.Fatalf("switching with the outbox published: %v", err)
+	evs := pub.snapshot()
+	if evs[0].Epoch != evs[1].Epoch || evs[2].Epoch <= evs[1].Epoch || string(evs[1].Key) != `{"id":2}` || string(evs[2].Key) != `{"id":3}` {
+		t.Errorf("published (key, epoch) %v: want id 1 and 2 from the outbox in one epoch, then id 3 from the log in a later one", got)
 	}
 	var triggers int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_trigger WHERE tgname = 'cdcflow_capture'`).Scan(&triggers); err != nil {
@@ -310,5 +326,85 @@ func TestLogicalCaptureKeepsToItsTables(t *testing.T) {
 		if ev.Table != "public.t" {
 			t.Errorf("published a change of %s, which is not on the allowlist", ev.Table)
 		}
+	}
+}
+
+// TestLogicalCaptureEpochs: log capture starts a new epoch, with numbering
+// above every action_id given before, when its checkpoint does not hold:
+// the slot was made by a run that died before recording it (after trigger
+// capture), the checkpoint is ahead of the source's log (the cdcflow schema
+// came from another server), or the captured tables changed. A change is
+// never skipped for a checkpoint that does not hold.
+func TestLogicalCaptureEpochs(t *testing.T) {
+	ctx := context.Background()
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int PRIMARY KEY)`, "public.t")
+	pub := &topic{}
+	trig, err := capture.New(ctx, pool, pub, capture.Config{Tables: []string{"public.t"}, BatchSize: 100, ReportEvery: time.Hour,
+		PublishGrace: 10 * time.Second}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`INSERT INTO t VALUES (1), (2)`)
+	if n, err := trig.Step(ctx); err != nil || n != 2 {
+		t.Fatalf("trigger capture published %d: %v", n, err)
+	}
+	// The slot exists (logicalSource made it, as a run that died would
+	// have), but no checkpoint of it was recorded.
+	// step makes a change and runs capture until it published more events,
+	// and returns the last.
+	step := func(sql string, more int, tables ...string) event.Event {
+		t.Helper()
+		n := len(pub.snapshot())
+		exec(sql)
+		c := wc
+		c.Tables = tables
+		runUntil(t, pool, dsn, c, pub, n+more)
+		return pub.snapshot()[n+more-1]
+	}
+	trigEpoch := pub.snapshot()[1].Epoch
+	// The insert is in the outbox (the trigger is still there) and in the
+	// log, which also has the two inserts before it (the slot is older):
+	// published from both, the log's copies in a new epoch.
+	exec(`INSERT INTO t VALUES (3)`)
+	var first event.Event
+	runWhile(t, newLogical(pool, dsn, wc, pub), func() (bool, string) {
+		for _, ev := range pub.snapshot() {
+			if string(ev.Key) == `{"id":3}` && ev.Epoch > trigEpoch {
+				first = ev
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events, none the log's copy of id 3 in a new epoch", len(pub.snapshot()))
+	})
+	if first.ActionID <= 3 {
+		t.Errorf("after trigger capture: action_id %d, want one above the outbox's 3", first.ActionID)
+	}
+	same := step(`INSERT INTO t VALUES (4)`, 1, "public.t")
+	if same.Epoch != first.Epoch || same.ActionID != first.ActionID+1 {
+		t.Errorf("restarted as it was: epoch %d action_id %d, want %d and %d", same.Epoch, same.ActionID, first.Epoch, first.ActionID+1)
+	}
+	exec(`UPDATE cdcflow.capture_epoch SET wal_through = 'FF/0'`)
+	ahead := step(`INSERT INTO t VALUES (5)`, 1, "public.t")
+	if ahead.Epoch <= same.Epoch || ahead.ActionID <= same.ActionID {
+		t.Errorf("checkpoint ahead of the log: epoch %d action_id %d, want a new epoch and an action_id above %d", ahead.Epoch, ahead.ActionID, same.ActionID)
+	}
+	// A table joins the publication when capture starts with it: only its
+	// changes after that are in the log.
+	c := wc
+	c.Tables = []string{"public.t", "public.u"}
+	runWhile(t, newLogical(pool, dsn, c, pub), func() (bool, string) {
+		var n int
+		err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_publication_tables WHERE pubname = 'cdcflow' AND tablename = 'u'`).Scan(&n)
+		return err == nil && n == 1, fmt.Sprint("u is not published yet ", err)
+	})
+	wider := step(`INSERT INTO u VALUES (6)`, 1, "public.t", "public.u")
+	if wider.Epoch <= ahead.Epoch || wider.Table != "public.u" {
+		t.Errorf("with another table: %s epoch %d, want public.u in a new epoch", wider.Table, wider.Epoch)
 	}
 }

@@ -136,17 +136,11 @@ func NewStream(dsn string, cfg Config, decoder *Decoder) *Stream {
 // over is published, it confirms the position the source has sent up to,
 // so that writes to tables outside the publication do not hold the log.
 func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.LSN) error {
-	conn, err := s.connect(ctx)
+	conn, err := s.start(ctx)
 	if err != nil {
 		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
-		PluginArgs: []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(s.cfg.Publication, "'", "''") + "'"},
-	})
-	if err != nil {
-		return fmt.Errorf("start replication from slot %s: %w", s.cfg.Slot, err)
-	}
 	var (
 		handed   pglogrepl.LSN // the end of the last transaction handed over
 		sent     pglogrepl.LSN // what the source's keepalives say it has sent
@@ -236,6 +230,35 @@ type Idler interface {
 
 // IdleAfter is how long the slot must be quiet before Idle is called.
 const IdleAfter = 5 * time.Millisecond
+
+// start opens a replication connection and starts reading the slot. The
+// slot is still held for a moment by the sender of a connection that just
+// closed (a capture restarted): that is waited out, for up to 10 s.
+func (s *Stream) start(ctx context.Context) (*pgconn.PgConn, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		conn, err := s.connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = pglogrepl.StartReplication(ctx, conn, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{
+			PluginArgs: []string{"proto_version '1'", "publication_names '" + strings.ReplaceAll(s.cfg.Publication, "'", "''") + "'"},
+		})
+		if err == nil {
+			return conn, nil
+		}
+		conn.Close(context.WithoutCancel(ctx))
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "55006" || time.Now().After(deadline) {
+			return nil, fmt.Errorf("start replication from slot %s: %w", s.cfg.Slot, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
 
 // txTracker follows which transaction is open, the end of the last one
 // handed over, and whether anything came since the handler was last idle.
