@@ -53,12 +53,37 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 		return 0, false, fmt.Errorf("the source has wal_level=%s: capture from the log needs wal_level=logical "+
 			"(set it and restart the source), or CDCFLOW_CAPTURE_MODE=trigger", level)
 	}
+	if err := checkTables(ctx, pool, tables); err != nil {
+		return 0, false, err
+	}
 	var published []string
-	var exists bool
-	if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_publication WHERE pubname = $1)`, cfg.Publication).Scan(&exists); err != nil {
+	var exists, all bool
+	err := pool.QueryRow(ctx, `SELECT puballtables, pubinsert AND pubupdate AND pubdelete AND pubviaroot
+		FROM pg_publication WHERE pubname = $1`, cfg.Publication).Scan(&all, &exists)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		exists = false
+	case err != nil:
 		return 0, false, fmt.Errorf("read publication %s: %w", cfg.Publication, err)
+	case !exists:
+		return 0, false, fmt.Errorf("publication %s must publish inserts, updates and deletes, with publish_via_partition_root = true "+
+			"(ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate', publish_via_partition_root = true))",
+			cfg.Publication, pgx.Identifier{cfg.Publication}.Sanitize())
 	}
 	if exists {
+		var filtered string
+		err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(n.nspname || '.' || c.relname, ', '), '') FROM pg_publication_rel r
+			JOIN pg_publication p ON p.oid = r.prpubid JOIN pg_class c ON c.oid = r.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE p.pubname = $1 AND (r.prqual IS NOT NULL OR r.prattrs IS NOT NULL) AND n.nspname || '.' || c.relname = ANY ($2)`,
+			cfg.Publication, tables).Scan(&filtered)
+		if err != nil {
+			return 0, false, fmt.Errorf("read publication %s: %w", cfg.Publication, err)
+		}
+		if filtered != "" {
+			return 0, false, fmt.Errorf("publication %s filters rows or columns of %s: cdcflow needs every row and column", cfg.Publication, filtered)
+		}
+	}
+	if exists && !all {
 		rows, err := pool.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, cfg.Publication)
 		if err != nil {
 			return 0, false, fmt.Errorf("read the tables of publication %s: %w", cfg.Publication, err)
@@ -84,7 +109,7 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 		if _, err := pool.Exec(ctx, sql); err != nil {
 			return 0, false, fmt.Errorf("create publication %s: %w", cfg.Publication, err)
 		}
-	case len(missing) > 0:
+	case len(missing) > 0 && !all:
 		if _, err := pool.Exec(ctx, `ALTER PUBLICATION `+pub+` ADD TABLE `+strings.Join(missing, ", ")); err != nil {
 			return 0, false, fmt.Errorf("add %s to publication %s: %w", strings.Join(missing, ", "), cfg.Publication, err)
 		}
@@ -93,7 +118,7 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 	var confirmed *string
 	var status *string
 	created := false
-	err := pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&confirmed, &status)
+	err = pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&confirmed, &status)
 	if errors.Is(err, pgx.ErrNoRows) {
 		created = true
 		err = pool.QueryRow(ctx, `SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')`, cfg.Slot).Scan(&confirmed)
@@ -111,6 +136,32 @@ func Setup(ctx context.Context, pool *pgxpool.Pool, cfg Config) (pglogrepl.LSN, 
 	}
 	lsn, err := pglogrepl.ParseLSN(*confirmed)
 	return lsn, created, err
+}
+
+// checkTables refuses a table capture cannot read from the log as it must:
+// one that does not exist, has no primary key, or whose replica identity
+// is neither DEFAULT (the primary key) nor FULL.
+func checkTables(ctx context.Context, pool *pgxpool.Pool, tables []string) error {
+	for _, t := range tables {
+		schema, rel, _ := strings.Cut(t, ".")
+		var identity string
+		var hasKey bool
+		err := pool.QueryRow(ctx, `SELECT c.relreplident::text, EXISTS (SELECT FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
+			FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, schema, rel).Scan(&identity, &hasKey)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+			return fmt.Errorf("table %s does not exist on the source", t)
+		case err != nil:
+			return fmt.Errorf("read table %s: %w", t, err)
+		case !hasKey:
+			return fmt.Errorf("table %s has no primary key; cdcflow captures only tables with one", t)
+		case identity != "d" && identity != "f":
+			return fmt.Errorf("table %s has replica identity %s: cdcflow needs DEFAULT (its primary key) or FULL "+
+				"(ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, map[string]string{"n": "NOTHING", "i": "USING INDEX"}[identity],
+				pgx.Identifier{schema, rel}.Sanitize())
+		}
+	}
+	return nil
 }
 
 // Stream reads the slot and hands its transactions to a Handler.
