@@ -202,20 +202,27 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 		tracker  = txTracker{Handler: h, inTx: &inTx, handed: &handed, dirty: new(bool)}
 		idler, _ = h.(Idler)
 	)
+	// confirm tells the source how far it may drop the log: what is
+	// published, or when everything handed over is, what it has sent.
+	confirm := func(ctx context.Context) error {
+		pos := confirmed()
+		if !inTx && pos >= handed && sent > pos {
+			pos = sent // everything handed over is published: nothing before sent is pending
+		}
+		pos = max(pos, told)
+		if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos}); err != nil {
+			return fmt.Errorf("confirm %s to slot %s: %w", pos, s.cfg.Slot, err)
+		}
+		told = pos
+		return nil
+	}
 	for {
 		// Confirm at the interval, when asked, and soon after progress.
 		if now := time.Now(); !now.Before(next) || (confirmed() > told && now.Sub(last) >= 100*time.Millisecond) {
-			pos := confirmed()
-			if !inTx && pos >= handed && sent > pos {
-				pos = sent // everything handed over is published: nothing before sent is pending
+			if err := confirm(ctx); err != nil {
+				return err
 			}
-			if pos < told {
-				pos = told
-			}
-			if err := pglogrepl.SendStandbyStatusUpdate(ctx, conn, pglogrepl.StandbyStatusUpdate{WALWritePosition: pos}); err != nil {
-				return fmt.Errorf("confirm %s to slot %s: %w", pos, s.cfg.Slot, err)
-			}
-			told, last, next = pos, now, now.Add(s.cfg.StatusInterval)
+			last, next = now, now.Add(s.cfg.StatusInterval)
 		}
 		wake := time.Now().Add(100 * time.Millisecond) // to confirm progress soon
 		idle := idler != nil && *tracker.dirty
@@ -229,6 +236,11 @@ func (s *Stream) Run(ctx context.Context, h Handler, confirmed func() pglogrepl.
 		raw, err := conn.ReceiveMessage(rctx)
 		cancel()
 		if ctx.Err() != nil {
+			// Stopping: tell the source what is published, so that less is
+			// sent again at the next start.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			defer cancel()
+			_ = confirm(fctx)
 			return nil
 		}
 		if err != nil {

@@ -85,6 +85,7 @@ type recorder struct {
 	txs       []Tx
 	changes   []Change
 	confirmed pglogrepl.LSN
+	committed int  // changes handed over whose transaction has committed
 	hold      bool // confirm nothing
 	notify    chan struct{}
 }
@@ -103,6 +104,7 @@ func (r *recorder) Change(_ context.Context, tx Tx, c Change) error {
 func (r *recorder) Commit(_ context.Context, tx Tx) error {
 	r.mu.Lock()
 	r.txs = append(r.txs, tx)
+	r.committed = len(r.changes)
 	if !r.hold {
 		r.confirmed = tx.EndLSN
 	}
@@ -126,7 +128,8 @@ func (r *recorder) Confirmed() pglogrepl.LSN {
 	return r.confirmed
 }
 
-// run streams into r until n changes have arrived, then stops the stream.
+// run streams into r until n changes have arrived with their transactions'
+// commits, then stops the stream.
 func (s *source) run(r *recorder, n int) []Change {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -135,7 +138,7 @@ func (s *source) run(r *recorder, n int) []Change {
 	deadline := time.After(30 * time.Second)
 	for {
 		r.mu.Lock()
-		got := len(r.changes)
+		got := r.committed
 		r.mu.Unlock()
 		if got >= n {
 			break
