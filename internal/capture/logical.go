@@ -256,11 +256,10 @@ func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
 	return nil
 }
 
-// Change numbers a change and publishes when enough is pending. A change
-// of a table not on the allowlist (a publication named by the user may have
-// more) is left out.
+// Change numbers a change and publishes when enough is pending. (The
+// decoder hands over only changes of tables on the allowlist.)
 func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
-	if l.skip || !l.allowed[ch.Table] {
+	if l.skip {
 		return nil
 	}
 	if len(l.pending) == 0 {
