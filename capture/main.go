@@ -46,6 +46,7 @@ func run(ctx context.Context, args []string) error {
 		ReportEvery:    cfg.ReportEvery,
 		PublishGrace:   10 * time.Second,
 		MaxChangeBytes: cfg.MaxChangeBytes,
+		NoSnapshot:     cfg.Snapshot == "never",
 		Newest: func(ctx context.Context, source string) (event.Event, bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/worker"
 
 	"github.com/cdcflow/cdcflow/activities"
@@ -76,6 +77,14 @@ func run(ctx context.Context, args []string) error {
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
 	w.RegisterActivity(&activities.Bookkeeping{Pruner: apl, Horizon: cfg.RedeliveryHorizon})
+	var source *pgxpool.Pool
+	if cfg.SourceDSN != "" {
+		if source, err = db.Open(ctx, cfg.SourceDSN, nil); err != nil {
+			return err
+		}
+		defer source.Close()
+	}
+	w.RegisterActivity(&activities.Snapshots{Source: source, Applier: apl})
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("start worker: %w", err)
 	}
@@ -91,7 +100,11 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables, "dlq_topic", cfg.DLQTopic)
+	if source != nil {
+		go startSnapshots(ctx, tc, source, cfg.TaskQueue, cfg.SnapshotChunkPages, cfg.SnapshotParallel, cfg.SnapshotPoll, log)
+	}
+	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables, "dlq_topic", cfg.DLQTopic,
+		"copies_snapshots", source != nil)
 	<-ctx.Done()
 	w.Stop()
 	log.Info("worker stopped")

@@ -25,6 +25,7 @@ func Register(w worker.WorkflowRegistry) {
 	w.RegisterWorkflowWithOptions(DeadLetter, workflow.RegisterOptions{Name: cdc.WorkflowDeadLetter})
 	w.RegisterWorkflowWithOptions(Reconcile, workflow.RegisterOptions{Name: cdc.WorkflowReconcile})
 	w.RegisterWorkflowWithOptions(Prune, workflow.RegisterOptions{Name: cdc.WorkflowPrune})
+	w.RegisterWorkflowWithOptions(Snapshot, workflow.RegisterOptions{Name: cdc.WorkflowSnapshot})
 }
 
 // Typed keys of the search attributes of DeadLetter workflows.

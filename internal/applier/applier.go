@@ -353,8 +353,11 @@ type table struct {
 	columns   map[string]bool
 	generated map[string]bool // computed by the destination: never written
 	// identityAlways: the table has a GENERATED ALWAYS identity column, whose
-	// source value is written with OVERRIDING SYSTEM VALUE.
+	// source value is written with OVERRIDING SYSTEM VALUE; such a column
+	// (always) cannot be updated, and keeps the value it was inserted with,
+	// as on the source.
 	identityAlways bool
+	always         map[string]bool
 	sortedPK       []string
 	deleteSQL      string
 	loadedAt       time.Time
@@ -387,7 +390,7 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 		return nil, fmt.Errorf("read columns of %s: %w", name, err)
 	}
 	t := &table{name: name, ident: pgx.Identifier{schema, rel}.Sanitize(), columns: map[string]bool{}, generated: map[string]bool{},
-		loadedAt: time.Now()}
+		always: map[string]bool{}, loadedAt: time.Now()}
 	for rows.Next() {
 		var col string
 		var inPK, generated, identityAlways bool
@@ -397,6 +400,7 @@ func (a *Applier) table(ctx context.Context, name string, reload bool) (*table, 
 		t.columns[col] = true
 		t.generated[col] = generated
 		t.identityAlways = t.identityAlways || identityAlways
+		t.always[col] = identityAlways
 		if inPK {
 			t.sortedPK = append(t.sortedPK, col)
 		}
@@ -460,7 +464,7 @@ func (t *table) upsertFrom(cols []string, from, where string) string {
 		q := quote(c)
 		quoted = append(quoted, q)
 		selected = append(selected, "r."+q)
-		if !slices.Contains(t.sortedPK, c) {
+		if !slices.Contains(t.sortedPK, c) && !t.always[c] {
 			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
 		}
 	}

@@ -542,6 +542,35 @@ func TestIdentityAndGeneratedColumns(t *testing.T) {
 	}
 }
 
+// TestIdentityOutsideTheKey: a GENERATED ALWAYS identity column that is not
+// the key is inserted with the source's value, and an update of the row,
+// which cannot update that column, keeps it.
+func TestIdentityOutsideTheKey(t *testing.T) {
+	d := newDest(t)
+	d.exec(t, `CREATE TABLE tickets (code text PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, state text)`)
+	apl, err := applier.New(context.Background(), d.pool, []string{"public.tickets"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ticket := func(id int64, op event.Op, after string) event.Event {
+		return event.Event{ActionID: id, Table: "public.tickets", Op: op, CommitTime: commit, SchemaVersion: 1,
+			Key: json.RawMessage(`{"code":"A-1"}`), After: json.RawMessage(after)}
+	}
+	for i, ev := range []event.Event{ticket(1, event.OpInsert, `{"code":"A-1","seq":7,"state":"open"}`),
+		ticket(2, event.OpUpdate, `{"code":"A-1","seq":7,"state":"closed"}`)} {
+		if _, err := apl.Apply(context.Background(), []event.Event{ev}); err != nil {
+			t.Fatalf("change %d: %v", i+1, err)
+		}
+	}
+	var got string
+	if err := d.pool.QueryRow(context.Background(), `SELECT code || ':' || seq || ':' || state FROM tickets`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "A-1:7:closed" {
+		t.Fatalf("ticket %q, want A-1:7:closed", got)
+	}
+}
+
 // TestPartitionedTable: changes addressed to a partitioned table land in its
 // partitions.
 func TestPartitionedTable(t *testing.T) {

@@ -49,6 +49,10 @@ type Config struct {
 	// Newest reads the newest change in Kafka, to tell a source restored to
 	// an earlier state (see establishEpoch); nil skips that check.
 	Newest Newest
+	// NoSnapshot, for log-based capture, asks for no snapshot of the rows
+	// tables hold when their capture begins (see Logical): for a
+	// destination loaded otherwise.
+	NoSnapshot bool
 }
 
 // Publisher is the part of a Kafka writer capture uses.

@@ -203,7 +203,7 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created b
 			return fmt.Errorf("read the log capture checkpoint: %w", err)
 		}
 	}
-	fresh := ""
+	fresh, onlyNew := "", false
 	switch {
 	case created:
 		fresh = fmt.Sprintf("replication slot %s created at %s: changes before it are not in the log capture reads", l.wal.Slot, slotAt)
@@ -216,6 +216,7 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created b
 		fresh = fmt.Sprintf("the log checkpoint %s is ahead of the source's log (%s): the cdcflow schema came from another server", at, now)
 	case tables != want:
 		fresh = fmt.Sprintf("the captured tables changed (%s, were %s)", want, tables)
+		onlyNew = true
 	}
 	held := func(_ context.Context, _ pgx.Tx, k event.Event) (bool, error) {
 		// The slot sends again what commits at or after its position.
@@ -228,11 +229,18 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created b
 	}
 	l.saved = checkpoint{end: at, action: action}
 	if reason != "" {
-		l.saved = checkpoint{end: slotAt, action: max(action, published)}
+		// One action_id is kept for the snapshot's rows, below every
+		// change of the epoch.
+		l.saved = checkpoint{end: slotAt, action: max(action, published) + 1}
 		_, err := tx.Exec(ctx, `UPDATE cdcflow.capture_epoch SET wal_slot = $1, wal_tables = $2, wal_through = $3::text::pg_lsn, wal_action_id = $4`,
 			l.wal.Slot, want, slotAt.String(), l.saved.action)
 		if err != nil {
 			return fmt.Errorf("record the log capture checkpoint: %w", err)
+		}
+		// Only a change of the allowlist (onlyNew) leaves the log of the
+		// other tables whole: they need no new snapshot.
+		if err := l.requestSnapshots(ctx, tx, epoch, l.saved.action, allowlist, onlyNew && reason == fresh, reason); err != nil {
+			return err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
@@ -241,6 +249,31 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created b
 	l.c.epoch = epoch
 	if reason != "" {
 		l.c.log.Warn("capture starts a new epoch", "source", epoch.Source, "epoch", epoch.Epoch, "reason", reason)
+	}
+	return nil
+}
+
+// requestSnapshots asks for snapshots of the tables in the new epoch
+// (cdcflow.snapshots, served by a worker's Snapshot workflows): of every
+// table, or with onlyNew of the tables without a snapshot. Their rows take
+// the version (epoch, action), kept free below the epoch's changes. Tables
+// no longer captured lose their row, so that capturing them again copies
+// them again.
+func (l *Logical) requestSnapshots(ctx context.Context, tx pgx.Tx, epoch Epoch, action int64, tables []string, onlyNew bool, reason string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM cdcflow.snapshots WHERE NOT (table_name = ANY($1)) OR NOT $2`, tables, onlyNew); err != nil {
+		return fmt.Errorf("record the snapshots to take: %w", err)
+	}
+	if l.c.cfg.NoSnapshot {
+		return nil
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO cdcflow.snapshots (table_name, source_id, epoch, action_id, reason)
+		SELECT t, $2::uuid, $3, $4, $5 FROM unnest($1::text[]) t ON CONFLICT (table_name) DO NOTHING`,
+		tables, epoch.Source, epoch.Epoch, action, reason)
+	if err != nil {
+		return fmt.Errorf("record the snapshots to take: %w", err)
+	}
+	if tag.RowsAffected() > 0 {
+		l.c.log.Info("snapshots of the tables' rows requested", "tables", tag.RowsAffected(), "epoch", epoch.Epoch, "reason", reason)
 	}
 	return nil
 }

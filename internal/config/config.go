@@ -63,6 +63,12 @@ type Worker struct {
 	MaxRedrives       int           `envconfig:"CDCFLOW_MAX_REDRIVES" default:"5" desc:"runs of a batch that closed without completing before its events are parked instead"`
 	DLQTopic          string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
 	MetricsAddr       string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
+	// Snapshots: the rows tables held when their log-based capture began
+	// are copied by workers that can read the source.
+	SourceDSN          string        `envconfig:"CDCFLOW_SOURCE_DSN" desc:"source PostgreSQL connection string, to copy the snapshots log-based capture asks for (this worker copies none when empty; give it to every worker)"`
+	SnapshotPoll       time.Duration `envconfig:"CDCFLOW_SNAPSHOT_POLL" default:"5s" desc:"how often the source is asked for snapshots to start"`
+	SnapshotChunkPages int64         `envconfig:"CDCFLOW_SNAPSHOT_CHUNK_PAGES" default:"1024" desc:"table pages (8 kB each) a snapshot copies per activity"`
+	SnapshotParallel   int           `envconfig:"CDCFLOW_SNAPSHOT_PARALLEL" default:"2" desc:"chunks one snapshot copies at once"`
 }
 
 // Starter configures the starter.
@@ -91,6 +97,7 @@ type Capture struct {
 	Mode         string        `envconfig:"CDCFLOW_CAPTURE_MODE" default:"trigger" desc:"how changes are captured: trigger (a row trigger and an outbox table) or logical (the write-ahead log, through a publication and a replication slot; the source needs wal_level=logical)"`
 	Slot         string        `envconfig:"CDCFLOW_SLOT" default:"cdcflow" desc:"logical mode: the replication slot, created if missing"`
 	Publication  string        `envconfig:"CDCFLOW_PUBLICATION" default:"cdcflow" desc:"logical mode: the publication of the captured tables, created if missing and given the tables it lacks"`
+	Snapshot     string        `envconfig:"CDCFLOW_SNAPSHOT" default:"initial" desc:"logical mode: initial (copy the rows a table holds when its capture begins, by a worker's Snapshot workflow) or never (the destination was loaded otherwise)"`
 	// MaxChangeBytes bounds a row image; see capture.Config.MaxChangeBytes.
 	MaxChangeBytes int `envconfig:"CDCFLOW_MAX_CHANGE_BYTES" default:"8388608" desc:"largest row image of a change that is published (its JSON, bytea counted by its bytes); a change whose new row is larger is parked on the source in cdcflow.oversized_changes and dead-lettered as ChangeTooLarge"`
 }
@@ -109,7 +116,10 @@ func LoadWorker() (Worker, error) {
 			rule{"CDCFLOW_REDELIVERY_HORIZON", c.RedeliveryHorizon, c.RedeliveryHorizon >= time.Minute, "want at least 1m"},
 			rule{"CDCFLOW_APPLY_LOCK_TIMEOUT", c.LockTimeout, c.LockTimeout >= 0 && c.LockTimeout < 2*time.Minute, "want 0 or a duration below 2m"},
 			rule{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", c.StatementTimeout, c.StatementTimeout >= 0 && c.StatementTimeout < 2*time.Minute,
-				"want 0 or a duration below 2m, the apply activity's timeout"})
+				"want 0 or a duration below 2m, the apply activity's timeout"},
+			rule{"CDCFLOW_SNAPSHOT_POLL", c.SnapshotPoll, c.SnapshotPoll >= 100*time.Millisecond, "want at least 100ms"},
+			rule{"CDCFLOW_SNAPSHOT_CHUNK_PAGES", c.SnapshotChunkPages, c.SnapshotChunkPages >= 1 && c.SnapshotChunkPages <= 1<<20, "want 1..1048576"},
+			rule{"CDCFLOW_SNAPSHOT_PARALLEL", c.SnapshotParallel, within(c.SnapshotParallel, 1, 64), "want 1..64"})
 	})
 }
 
@@ -139,6 +149,7 @@ func LoadCapture() (Capture, error) {
 			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"},
 			rule{"CDCFLOW_CAPTURE_MODE", c.Mode, c.Mode == "trigger" || c.Mode == "logical", "want trigger or logical"},
 			rule{"CDCFLOW_SLOT", c.Slot, slotName.MatchString(c.Slot), "want 1..63 lowercase letters, digits and underscores (a replication slot's name)"},
+			rule{"CDCFLOW_SNAPSHOT", c.Snapshot, c.Snapshot == "initial" || c.Snapshot == "never", "want initial or never"},
 			rule{"CDCFLOW_PUBLICATION", c.Publication, c.Publication != "" && len(c.Publication) <= 63, "want a name of 1..63 bytes"},
 			rule{"CDCFLOW_MAX_CHANGE_BYTES", c.MaxChangeBytes, within(c.MaxChangeBytes, 1024, event.MaxChangeBytesLimit),
 				fmt.Sprintf("want 1024..%d bytes (1 KiB to 64 MiB)", event.MaxChangeBytesLimit)})

@@ -1,0 +1,204 @@
+// Package snapshot reads the rows a source table holds, chunk by chunk, for
+// the Snapshot workflow: the copy that log-based capture needs of the rows
+// written before its slot existed.
+//
+// A chunk is a range of the table's pages, read by ctid (a TID range scan
+// on PostgreSQL 14 and later), so that chunks can be read in parallel and
+// read again after a crash without an ordering key. Every chunk is read at
+// its own time, not in one snapshot: that is enough because the copy is
+// versioned below every change the log carries (see the migration
+// 00003_snapshots.sql). A row written after the slot's creation is
+// corrected by its change from the log, whatever the copy read; a row not
+// written since is read as it was.
+package snapshot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+)
+
+// MaxChunks bounds the chunks of one table: a larger table gets larger
+// chunks.
+const MaxChunks = 10000
+
+// Plan cuts table (schema.table) into chunks of at most pages pages of
+// each of its leaf partitions (the table itself when not partitioned). A
+// table that does not exist has none.
+func Plan(ctx context.Context, src *pgxpool.Pool, table string, pages int64) ([]cdc.SnapshotChunk, error) {
+	if pages <= 0 {
+		pages = cdc.DefaultSnapshotChunkPages
+	}
+	schema, rel, _ := strings.Cut(table, ".")
+	rows, err := src.Query(ctx, `SELECT n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int8
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE c.relkind = 'r' AND (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf))
+		ORDER BY n.nspname, c.relname`, pgx.Identifier{schema, rel}.Sanitize())
+	if err != nil {
+		return nil, fmt.Errorf("list the partitions of %s: %w", table, err)
+	}
+	type leaf struct {
+		schema, name string
+		pages        int64
+	}
+	leaves, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (leaf, error) {
+		var l leaf
+		return l, r.Scan(&l.schema, &l.name, &l.pages)
+	})
+	if errors.Is(gone(err), ErrGone) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the partitions of %s: %w", table, err)
+	}
+	var total int64
+	for _, l := range leaves {
+		total += l.pages
+	}
+	if total/pages > MaxChunks {
+		pages = total/MaxChunks + 1
+	}
+	var chunks []cdc.SnapshotChunk
+	for _, l := range leaves {
+		// The last chunk is open: it takes the pages the table grew by.
+		for first := int64(0); ; first += pages {
+			c := cdc.SnapshotChunk{Schema: l.schema, Name: l.name, FirstPage: first}
+			if first+pages < l.pages {
+				c.EndPage = first + pages
+			}
+			chunks = append(chunks, c)
+			if c.EndPage == 0 {
+				break
+			}
+		}
+	}
+	return chunks, nil
+}
+
+// Shape is what a copy needs of the source table: its columns (generated
+// ones left out: the destination computes its own) and its primary key.
+type Shape struct {
+	Columns []string
+	Key     []string
+}
+
+// Describe reads the shape of table on the source.
+func Describe(ctx context.Context, src *pgxpool.Pool, table string) (Shape, error) {
+	schema, rel, _ := strings.Cut(table, ".")
+	rows, err := src.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY(i.indkey), false)
+		FROM pg_attribute a
+		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		ORDER BY a.attnum`, pgx.Identifier{schema, rel}.Sanitize())
+	if err != nil {
+		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, gone(err))
+	}
+	var s Shape
+	for rows.Next() {
+		var col string
+		var key bool
+		if err := rows.Scan(&col, &key); err != nil {
+			return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, err)
+		}
+		s.Columns = append(s.Columns, col)
+		if key {
+			s.Key = append(s.Key, col)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, gone(err))
+	}
+	if len(s.Key) == 0 {
+		return Shape{}, fmt.Errorf("source table %s has no primary key", table)
+	}
+	return s, nil
+}
+
+// Read writes the rows of chunk to w in COPY's text format: first each
+// row's key as JSON, rendered as capture renders it, then the columns cols.
+// Values are written in a fixed style (UTC, ISO dates, exact floats) that
+// the destination reads back unchanged.
+func Read(ctx context.Context, src *pgxpool.Pool, chunk cdc.SnapshotChunk, key, cols []string, w io.Writer) error {
+	conn, err := src.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("read %s: %w", chunk, err)
+	}
+	defer conn.Release()
+	return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO'; SET LOCAL intervalstyle = 'postgres';
+			SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'`); err != nil {
+			return fmt.Errorf("read %s: %w", chunk, err)
+		}
+		_, err := tx.Conn().PgConn().CopyTo(ctx, w, readSQL(chunk, key, cols))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", chunk, gone(err))
+		}
+		return nil
+	})
+}
+
+func readSQL(chunk cdc.SnapshotChunk, key, cols []string) string {
+	pairs := make([]string, len(key))
+	for i, k := range key {
+		pairs[i] = literal(k) + ", t." + pgx.Identifier{k}.Sanitize()
+	}
+	selected := []string{"jsonb_build_object(" + strings.Join(pairs, ", ") + ")::text"}
+	for _, c := range cols {
+		selected = append(selected, "t."+pgx.Identifier{c}.Sanitize())
+	}
+	where := fmt.Sprintf("t.ctid >= '(%d,0)'::tid", chunk.FirstPage)
+	if chunk.EndPage > 0 {
+		where += fmt.Sprintf(" AND t.ctid < '(%d,0)'::tid", chunk.EndPage)
+	}
+	return fmt.Sprintf("COPY (SELECT %s FROM ONLY %s t WHERE %s) TO STDOUT",
+		strings.Join(selected, ", "), pgx.Identifier{chunk.Schema, chunk.Name}.Sanitize(), where)
+}
+
+func literal(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// ErrGone is the error of reading a source table (or partition) that does
+// not exist: dropped since it was captured, it has no rows to copy.
+var ErrGone = errors.New("the source table does not exist")
+
+func gone(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return fmt.Errorf("%w: %w", ErrGone, err)
+	}
+	return err
+}
+
+// Request is a snapshot capture asked for and no worker finished yet.
+type Request = cdc.SnapshotInput
+
+// Pending reads the snapshots asked for and not done.
+func Pending(ctx context.Context, src *pgxpool.Pool) ([]Request, error) {
+	rows, err := src.Query(ctx, `SELECT table_name, source_id::text, epoch, action_id FROM cdcflow.snapshots
+		WHERE done_at IS NULL ORDER BY requested_at, table_name`)
+	if err != nil {
+		return nil, fmt.Errorf("read the snapshots asked for: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Request, error) {
+		var q Request
+		return q, r.Scan(&q.Table, &q.Source, &q.Epoch, &q.ActionID)
+	})
+}
+
+// Done records that the snapshot of in finished, having read rows rows;
+// a request replaced since (a newer epoch) stays.
+func Done(ctx context.Context, src *pgxpool.Pool, in cdc.SnapshotInput, rows int64) error {
+	_, err := src.Exec(ctx, `UPDATE cdcflow.snapshots SET done_at = now(), rows_copied = $4
+		WHERE table_name = $1 AND source_id = $2::uuid AND epoch = $3 AND done_at IS NULL`, in.Table, in.Source, in.Epoch, rows)
+	if err != nil {
+		return fmt.Errorf("record the snapshot of %s as done: %w", in.Table, err)
+	}
+	return nil
+}
