@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
+
+	"go.temporal.io/sdk/activity"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -21,6 +24,10 @@ type Snapshots struct {
 	Source  *pgxpool.Pool // nil when the worker has no CDCFLOW_SOURCE_DSN
 	Applier *applier.Applier
 }
+
+// SnapshotHeartbeat is how often a chunk's copy heartbeats; the Snapshot
+// workflow gives it a heartbeat timeout a few times longer.
+const SnapshotHeartbeat = 2 * time.Second
 
 var errNoSource = errors.New("this worker cannot copy snapshots: it has no source to read (set CDCFLOW_SOURCE_DSN on every worker)")
 
@@ -44,6 +51,22 @@ func (s *Snapshots) CopySnapshotChunk(ctx context.Context, in cdc.SnapshotCopy) 
 	if err != nil {
 		return cdc.SnapshotCopied{}, err
 	}
+	// Heartbeats tell a copy whose worker died from a slow one, so that the
+	// chunk is copied again soon, not after the activity's timeout.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		t := time.NewTicker(SnapshotHeartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				activity.RecordHeartbeat(ctx)
+			}
+		}
+	}()
 	res, err := s.Applier.CopySnapshot(ctx, in.Table, shape.Key, shape.Columns, in.Epoch, in.ActionID, func(cols []string, w io.Writer) error {
 		return snapshot.Read(ctx, s.Source, in.Chunk, shape.Key, cols, w)
 	})

@@ -35,6 +35,7 @@ const SnapshotChunksPerRun = 500
 func Snapshot(ctx workflow.Context, in cdc.SnapshotInput) (cdc.SnapshotProgress, error) {
 	ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{
 		StartToCloseTimeout: 30 * time.Minute,
+		HeartbeatTimeout:    10 * activities.SnapshotHeartbeat,
 		RetryPolicy:         SnapshotRetryPolicy,
 	})
 	progress := cdc.SnapshotProgress{Table: in.Table}

@@ -385,6 +385,16 @@ func TestLogicalCaptureEpochs(t *testing.T) {
 	if first.ActionID <= 3 {
 		t.Errorf("after trigger capture: action_id %d, want one above the outbox's 3", first.ActionID)
 	}
+	// Each new epoch asks for a snapshot whose version is below its changes.
+	snapshotOf := func(table string, epoch, below int64) {
+		t.Helper()
+		var e, a int64
+		err := pool.QueryRow(ctx, `SELECT epoch, action_id FROM cdcflow.snapshots WHERE table_name = $1 AND done_at IS NULL`, table).Scan(&e, &a)
+		if err != nil || e != epoch || a >= below || a <= 0 {
+			t.Errorf("snapshot of %s asked for in epoch %d with action_id %d (%v), want epoch %d below action_id %d", table, e, a, err, epoch, below)
+		}
+	}
+	snapshotOf("public.t", first.Epoch, first.ActionID)
 	same := step(`INSERT INTO t VALUES (4)`, 1, "public.t")
 	if same.Epoch != first.Epoch || same.ActionID != first.ActionID+1 {
 		t.Errorf("restarted as it was: epoch %d action_id %d, want %d and %d", same.Epoch, same.ActionID, first.Epoch, first.ActionID+1)
@@ -394,6 +404,7 @@ func TestLogicalCaptureEpochs(t *testing.T) {
 	if ahead.Epoch <= same.Epoch || ahead.ActionID <= same.ActionID {
 		t.Errorf("checkpoint ahead of the log: epoch %d action_id %d, want a new epoch and an action_id above %d", ahead.Epoch, ahead.ActionID, same.ActionID)
 	}
+	snapshotOf("public.t", ahead.Epoch, ahead.ActionID)
 	// A table joins the publication when capture starts with it: only its
 	// changes after that are in the log.
 	c := wc
@@ -418,5 +429,20 @@ func TestLogicalCaptureEpochs(t *testing.T) {
 	})
 	if wider.Epoch <= ahead.Epoch {
 		t.Errorf("with another table: epoch %d, want one after %d", wider.Epoch, ahead.Epoch)
+	}
+	// Only the table added is copied again.
+	snapshotOf("public.u", wider.Epoch, wider.ActionID)
+	snapshotOf("public.t", ahead.Epoch, ahead.ActionID)
+
+	// A table no longer captured loses its snapshot (a later capture of it
+	// copies it again); with snapshots off, none is asked for.
+	c.Tables = []string{"public.t"}
+	back := step(`INSERT INTO t VALUES (7)`, 1, "public.t")
+	var tables []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(table_name ORDER BY table_name), '{}') FROM cdcflow.snapshots`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if back.Epoch <= wider.Epoch || len(tables) != 1 || tables[0] != "public.t" {
+		t.Errorf("after u left the allowlist: epoch %d (was %d), snapshots of %v, want a new epoch and public.t alone", back.Epoch, wider.Epoch, tables)
 	}
 }

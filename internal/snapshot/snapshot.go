@@ -183,13 +183,20 @@ type Request = cdc.SnapshotInput
 func Pending(ctx context.Context, src *pgxpool.Pool) ([]Request, error) {
 	rows, err := src.Query(ctx, `SELECT table_name, source_id::text, epoch, action_id FROM cdcflow.snapshots
 		WHERE done_at IS NULL ORDER BY requested_at, table_name`)
+	var reqs []Request
+	if err == nil {
+		reqs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Request, error) {
+			var q Request
+			return q, r.Scan(&q.Table, &q.Source, &q.Epoch, &q.ActionID)
+		})
+	}
+	if errors.Is(gone(err), ErrGone) {
+		return nil, nil // capture has not set up the source yet
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read the snapshots asked for: %w", err)
 	}
-	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Request, error) {
-		var q Request
-		return q, r.Scan(&q.Table, &q.Source, &q.Epoch, &q.ActionID)
-	})
+	return reqs, nil
 }
 
 // Done records that the snapshot of in finished, having read rows rows;
