@@ -95,9 +95,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 func (st *stack) services(ctx context.Context, s settings) ([]string, string, error) {
 	var b strings.Builder
 	env := []string{"CDCFLOW_TOPIC=" + s.Topic, "CDCFLOW_TABLES=" + demo.Table}
-	if os.Getenv("CDCFLOW_CAPTURE_MODE") == "" {
-		env = append(env, "CDCFLOW_CAPTURE_MODE=logical") // from the write-ahead log: the source has wal_level=logical
-	}
 
 	// The source records commit times, so events carry them.
 	sourceDSN, err := st.postgres(ctx, s.SourceDSN, 5432, "track_commit_timestamp=on")
@@ -155,10 +152,9 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, string, er
 // replication slot: only what commits after that is in the log it reads, so
 // the banner's insert must come later.
 func (st *stack) waitForSlot(ctx context.Context, env []string) error {
-	mode, slot := envValue(env, "CDCFLOW_CAPTURE_MODE"), cmp.Or(os.Getenv("CDCFLOW_SLOT"), "cdcflow")
-	if mode == "" {
-		mode = os.Getenv("CDCFLOW_CAPTURE_MODE")
-	}
+	// Capture reads the log unless told otherwise: the source has
+	// wal_level=logical.
+	mode, slot := cmp.Or(os.Getenv("CDCFLOW_CAPTURE_MODE"), "logical"), cmp.Or(os.Getenv("CDCFLOW_SLOT"), "cdcflow")
 	if mode != "logical" {
 		return nil
 	}

@@ -94,7 +94,7 @@ type Capture struct {
 	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
 	ReportEvery  time.Duration `envconfig:"CDCFLOW_CAPTURE_REPORT" default:"10s" desc:"how often progress and outbox backlog are logged"`
 	Migrate      bool          `envconfig:"CDCFLOW_MIGRATE" default:"true" desc:"apply source migrations (outbox, trigger function) at start"`
-	Mode         string        `envconfig:"CDCFLOW_CAPTURE_MODE" default:"trigger" desc:"how changes are captured: trigger (a row trigger and an outbox table) or logical (the write-ahead log, through a publication and a replication slot; the source needs wal_level=logical)"`
+	Mode         string        `envconfig:"CDCFLOW_CAPTURE_MODE" default:"logical" desc:"how changes are captured: logical (from the write-ahead log, through a publication and a replication slot; the source needs wal_level=logical) or trigger (a row trigger and an outbox table, where logical replication is not available)"`
 	Slot         string        `envconfig:"CDCFLOW_SLOT" default:"cdcflow" desc:"logical mode: the replication slot, created if missing"`
 	Publication  string        `envconfig:"CDCFLOW_PUBLICATION" default:"cdcflow" desc:"logical mode: the publication of the captured tables, created if missing and given the tables it lacks"`
 	Snapshot     string        `envconfig:"CDCFLOW_SNAPSHOT" default:"initial" desc:"logical mode: initial (copy the rows a table holds when its capture begins, by a worker's Snapshot workflow) or never (the destination was loaded otherwise)"`
@@ -147,7 +147,7 @@ func LoadCapture() (Capture, error) {
 			rule{"CDCFLOW_CAPTURE_BATCH", c.BatchSize, within(c.BatchSize, 1, 100000), "want 1..100000"},
 			rule{"CDCFLOW_CAPTURE_POLL", c.PollInterval, c.PollInterval > 0, "want a positive duration such as 20ms"},
 			rule{"CDCFLOW_CAPTURE_REPORT", c.ReportEvery, c.ReportEvery > 0, "want a positive duration such as 10s"},
-			rule{"CDCFLOW_CAPTURE_MODE", c.Mode, c.Mode == "trigger" || c.Mode == "logical", "want trigger or logical"},
+			rule{"CDCFLOW_CAPTURE_MODE", c.Mode, c.Mode == "trigger" || c.Mode == "logical", "want logical or trigger"},
 			rule{"CDCFLOW_SLOT", c.Slot, slotName.MatchString(c.Slot), "want 1..63 lowercase letters, digits and underscores (a replication slot's name)"},
 			rule{"CDCFLOW_SNAPSHOT", c.Snapshot, c.Snapshot == "initial" || c.Snapshot == "never", "want initial or never"},
 			rule{"CDCFLOW_PUBLICATION", c.Publication, c.Publication != "" && len(c.Publication) <= 63, "want a name of 1..63 bytes"},

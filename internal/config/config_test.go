@@ -25,7 +25,7 @@ func TestSettings(t *testing.T) {
 		t.Setenv("CDCFLOW_TABLES", "employees")
 		want := Capture{Conn: service.Conn, Log: service.Log, SourceDSN: "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
 			Tables: []string{"public.employees"}, BatchSize: 5000, PollInterval: 20 * time.Millisecond, ReportEvery: 10 * time.Second,
-			Migrate: true, MaxChangeBytes: 8 << 20, Mode: "trigger", Slot: "cdcflow", Publication: "cdcflow"}
+			Migrate: true, MaxChangeBytes: 8 << 20, Mode: "logical", Slot: "cdcflow", Publication: "cdcflow", Snapshot: "initial"}
 		check(t, want)(LoadCapture())
 		t.Setenv("CDCFLOW_MAX_CHANGE_BYTES", "16777216")
 		t.Setenv("CDCFLOW_CAPTURE_MODE", "logical")
@@ -39,7 +39,7 @@ func TestSettings(t *testing.T) {
 		want := Worker{Service: service, DestDSN: "postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable",
 			Tables: []string{"public.employees", "sales.orders"}, Activities: 4, Migrate: true, DLQTopic: "changes_dlq",
 			LockTimeout: 10 * time.Second, StatementTimeout: time.Minute, ReconcileEvery: time.Minute, MaxRedrives: 5,
-			PruneEvery: time.Hour, RedeliveryHorizon: 7 * 24 * time.Hour}
+			PruneEvery: time.Hour, RedeliveryHorizon: 7 * 24 * time.Hour, SnapshotPoll: 5 * time.Second, SnapshotChunkPages: 1024, SnapshotParallel: 2}
 		want.Topic = "changes"
 		check(t, want)(LoadWorker())
 	})
@@ -96,8 +96,12 @@ func TestInvalidValues(t *testing.T) {
 		{"CDCFLOW_MIGRATE", "perhaps", worker, `invalid CDCFLOW_MIGRATE="perhaps": want bool`},
 		{"CDCFLOW_APPLY_STATEMENT_TIMEOUT", "5m", worker, `invalid CDCFLOW_APPLY_STATEMENT_TIMEOUT="5m0s": want 0 or a duration below 2m, the apply activity's timeout`},
 		{"CDCFLOW_CAPTURE_POLL", "0s", capture, `invalid CDCFLOW_CAPTURE_POLL="0s": want a positive duration such as 20ms`},
-		{"CDCFLOW_CAPTURE_MODE", "wal", capture, `invalid CDCFLOW_CAPTURE_MODE="wal": want trigger or logical`},
+		{"CDCFLOW_CAPTURE_MODE", "wal", capture, `invalid CDCFLOW_CAPTURE_MODE="wal": want logical or trigger`},
 		{"CDCFLOW_SLOT", "My-Slot", capture, `invalid CDCFLOW_SLOT="My-Slot": want 1..63 lowercase letters, digits and underscores (a replication slot's name)`},
+		{"CDCFLOW_SNAPSHOT", "always", capture, `invalid CDCFLOW_SNAPSHOT="always": want initial or never`},
+		{"CDCFLOW_SNAPSHOT_PARALLEL", "0", worker, `invalid CDCFLOW_SNAPSHOT_PARALLEL="0": want 1..64`},
+		{"CDCFLOW_SNAPSHOT_CHUNK_PAGES", "-1", worker, `invalid CDCFLOW_SNAPSHOT_CHUNK_PAGES="-1": want 1..1048576`},
+		{"CDCFLOW_SNAPSHOT_POLL", "1ms", worker, `invalid CDCFLOW_SNAPSHOT_POLL="1ms": want at least 100ms`},
 		{"CDCFLOW_PUBLICATION", "", capture, `invalid CDCFLOW_PUBLICATION="": want a name of 1..63 bytes`},
 		{"CDCFLOW_MAX_CHANGE_BYTES", "8MiB", capture, `invalid CDCFLOW_MAX_CHANGE_BYTES="8MiB": want int`},
 		{"CDCFLOW_MAX_CHANGE_BYTES", "100", capture, `invalid CDCFLOW_MAX_CHANGE_BYTES="100": want 1024..67108864 bytes (1 KiB to 64 MiB)`},

@@ -48,10 +48,18 @@ func TestChaos(t *testing.T) {
 			chaosRun(t, s, time.Duration(seconds)*time.Second, &l)
 		})
 		total.add(l)
-		fmt.Printf("chaos: seed %d: changes %d, faults %d (%s), lost %d, applied twice %d, stuck %d, passed %v\n",
-			s, l.changes, l.faults, strings.Join(l.kinds, " "), l.lost, l.twice, l.stuck, ok)
+		fmt.Printf("chaos: seed %d (%s capture): changes %d, faults %d (%s), lost %d, applied twice %d, stuck %d, passed %v\n",
+			s, chaosMode(s), l.changes, l.faults, strings.Join(l.kinds, " "), l.lost, l.twice, l.stuck, ok)
 	}
 	fmt.Printf("runs %d, faults %d, lost %d, applied twice %d, stuck %d\n", runs, total.faults, total.lost, total.twice, total.stuck)
+}
+
+// chaosMode is the capture mode of the run of seed.
+func chaosMode(seed uint64) string {
+	if seed%2 == 1 {
+		return "logical"
+	}
+	return "trigger"
 }
 
 // ledger is what a run found.
@@ -113,6 +121,8 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 			t.Fatal(err)
 		}
 	}
+	// Odd seeds capture from the log, even ones by trigger.
+	p.env["CDCFLOW_CAPTURE_MODE"] = chaosMode(seed)
 	procs := map[string]*proc{}
 	var procsMu sync.Mutex
 	startProg := func(name string) {
@@ -123,7 +133,11 @@ func chaosRun(t *testing.T, seed uint64, length time.Duration, l *ledger) {
 	for _, name := range []string{"capture", "worker", "starter"} {
 		startProg(name)
 	}
-	waitTable(t, p.source, "blobs")
+	if chaosMode(seed) == "logical" {
+		p.waitSlot("cdcflow")
+	} else {
+		waitTable(t, p.source, "blobs")
+	}
 
 	// Writers.
 	stop := make(chan struct{})

@@ -98,6 +98,9 @@ func newPipeline(t testing.TB) *pipeline {
 		"CDCFLOW_GROUP_ID":   "starter-" + suffix,
 		"CDCFLOW_LOG_LEVEL":  "info",
 		"CDCFLOW_TABLES":     demo.Table,
+		// Tests written for trigger capture say so here; startCapture
+		// runs either mode.
+		"CDCFLOW_CAPTURE_MODE": "trigger",
 	}
 	p.temporal = testenv.Dial(t, tmp)
 	// The worker migrates at start; the test reads the destination through its own pool.
@@ -162,6 +165,32 @@ func (p *pipeline) openWithDemo(dsn string) *pgxpool.Pool {
 		p.t.Fatal(err)
 	}
 	return pool
+}
+
+// captureModes are capture's modes, for tests that run in each.
+var captureModes = []string{"logical", "trigger"}
+
+// startCapture starts capture in mode with extra settings and waits until
+// it captures table: its trigger is installed, or its replication slot
+// (named after the source database) exists.
+func (p *pipeline) startCapture(mode, table string, extra ...string) *proc {
+	p.t.Helper()
+	args := append([]string{"CDCFLOW_CAPTURE_MODE=" + mode}, extra...)
+	var slot string
+	if mode == "logical" {
+		if err := p.source.QueryRow(context.Background(), `SELECT current_database()`).Scan(&slot); err != nil {
+			p.t.Fatal(err)
+		}
+		testenv.DropSlotAtCleanup(p.t, p.source, slot) // after capture stops
+		args = append(args, "CDCFLOW_SLOT="+slot)
+	}
+	pr := p.start("capture", args...)
+	if mode == "logical" {
+		p.waitSlot(slot)
+	} else {
+		waitTable(p.t, p.source, table)
+	}
+	return pr
 }
 
 // proc is a running cdcflow program and its output.

@@ -63,6 +63,12 @@ func randomHex(n int) string {
 // later change to another table arrives, and its delete (whose too large
 // before image is left out) replicates.
 func TestLargeRowsReplicateExactly(t *testing.T) {
+	for _, mode := range captureModes {
+		t.Run("capture="+mode, func(t *testing.T) { largeRowsReplicateExactly(t, mode) })
+	}
+}
+
+func largeRowsReplicateExactly(t *testing.T, mode string) {
 	p := newPipeline(t)
 	p.withSource()
 	ctx := context.Background()
@@ -73,10 +79,9 @@ func TestLargeRowsReplicateExactly(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := "CDCFLOW_TABLES=public.large_rows," + demo.Table
-	p.start("capture", env)
 	p.start("worker", env)
 	p.start("starter")
-	waitTable(t, p.source, "large_rows")
+	p.startCapture(mode, "large_rows", env)
 
 	const about8MiB = 8<<20 - 4<<10 // the value; the row image adds its other columns
 	sizes := []int{1, 1 << 20, 4 << 20, about8MiB}

@@ -33,6 +33,12 @@ const allTypes = `CREATE TABLE public.all_types (
 // TestColumnTypesRoundTrip: every common column type, NULLs and a 1 MB text
 // value arrive exactly, under a composite primary key.
 func TestColumnTypesRoundTrip(t *testing.T) {
+	for _, mode := range captureModes {
+		t.Run("capture="+mode, func(t *testing.T) { columnTypesRoundTrip(t, mode) })
+	}
+}
+
+func columnTypesRoundTrip(t *testing.T, mode string) {
 	p := newPipeline(t)
 	p.withSource()
 	ctx := context.Background()
@@ -46,10 +52,9 @@ func TestColumnTypesRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := "CDCFLOW_TABLES=public.all_types"
-	p.start("capture", env)
 	p.start("worker", env)
 	p.start("starter")
-	waitTable(t, p.source, "all_types")
+	p.startCapture(mode, "all_types", env)
 
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
 	_, err := p.source.Exec(ctx, `

@@ -146,7 +146,9 @@ func TestSnapshotCopiesEveryRowExactly(t *testing.T) {
 func TestSnapshotNeverUndoesANewerChange(t *testing.T) {
 	ctx := context.Background()
 	src, dst, apl := setup(t, 50)
-	at := func(i int) string { return `"at": "2024-03-01T` + []string{"", "10:01", "10:02", "10:03"}[i] + `:00+00:00"` }
+	at := func(i int) string {
+		return `"at": "2024-03-01T` + []string{"", "10:01", "10:02", "10:03"}[i] + `:00+00:00"`
+	}
 	change := func(epoch, action int64, op event.Op, id int, label string) event.Event {
 		ev := event.Event{Epoch: epoch, ActionID: action, Table: "public.kinds", Op: op, SchemaVersion: 1,
 			Key: []byte(`{` + at(id) + `, "id": ` + string(rune('0'+id)) + `}`)}
