@@ -15,7 +15,7 @@ WORKFLOWCHECK_VERSION := v0.6.0
 
 export CDCFLOW_TEMPORAL_BIN := $(TEMPORAL)
 
-.PHONY: all help build test lint fmt-check bench bench-apply bench-e2e bench-storm bench-bookkeeping chaos fuzz run tools clean
+.PHONY: all help build test lint fmt-check bench bench-workload bench-apply bench-e2e bench-storm bench-bookkeeping chaos fuzz run tools clean
 
 all: build
 
@@ -61,7 +61,11 @@ bench-apply: tools
 	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkApply -benchtime 1x -timeout 30m .
 
 ## bench: all benchmarks
-bench: bench-apply bench-e2e bench-storm bench-bookkeeping
+bench: bench-workload bench-apply bench-e2e bench-storm bench-bookkeeping
+
+## bench-workload: the compared workload (170,000 bulk changes, then 1,000 and 2,000 inserts/s, then a 1,000,000-row snapshot): writer's time, changes/s, p99, snapshot rows/s
+bench-workload: tools
+	cd internal/e2e && $(GO) test -run '^$$' -bench BenchmarkWorkload -benchtime 1x -timeout 60m .
 
 ## bench-e2e: source -> destination throughput, latency at full speed and at 2,000 changes/s, writers' time with and without capture; per capture mode (logical, trigger)
 bench-e2e: tools

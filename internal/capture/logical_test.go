@@ -176,10 +176,11 @@ func TestLogicalCapture(t *testing.T) {
 		got = append(got, row{ev.ActionID, ev.Op, string(ev.Key)})
 	}
 	slices.SortFunc(got, func(a, b row) int { return int(a.ActionID - b.ActionID) })
+	// action_id 1 is kept for the snapshot's rows.
 	want := []row{
-		{1, event.OpInsert, `{"id":1}`}, {2, event.OpInsert, `{"id":2}`}, {3, event.OpInsert, `{"id":3}`},
-		{4, event.OpUpdate, `{"id":1}`}, {5, event.OpUpdate, `{"id":2}`},
-		{6, event.OpDelete, `{"id":3}`}, {7, event.OpInsert, `{"id":4}`},
+		{2, event.OpInsert, `{"id":1}`}, {3, event.OpInsert, `{"id":2}`}, {4, event.OpInsert, `{"id":3}`},
+		{5, event.OpUpdate, `{"id":1}`}, {6, event.OpUpdate, `{"id":2}`},
+		{7, event.OpDelete, `{"id":3}`}, {8, event.OpInsert, `{"id":4}`},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("published\n%v\nwant\n%v", got, want)
