@@ -32,6 +32,7 @@ func run(ctx context.Context, args []string) error {
 		MaxEvents:      cfg.BatchMaxEvents,
 		MaxBytes:       cfg.BatchMaxBytes,
 		MaxWait:        cfg.BatchMaxWait,
+		IdleWait:       cfg.BatchIdleWait,
 		MaxInFlight:    cfg.MaxInFlight,
 		SessionTimeout: cfg.SessionTimeout,
 		MaxAttempts:    cfg.MaxAttempts,

@@ -78,6 +78,7 @@ type Starter struct {
 	BatchMaxEvents int           `envconfig:"CDCFLOW_BATCH_MAX_EVENTS" default:"2000" desc:"cut a batch at this many events"`
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
+	BatchIdleWait  time.Duration `envconfig:"CDCFLOW_BATCH_IDLE_WAIT" default:"5ms" desc:"cut a batch sooner: this long after its first event if no batch of its partition is being applied, else as soon as none is (0: wait CDCFLOW_BATCH_MAX_WAIT)"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
 	MaxAttempts    int           `envconfig:"CDCFLOW_MAX_ATTEMPTS" default:"3" desc:"tries of a change failing for a permanent reason before it is dead-lettered"`
 	OrderingWindow time.Duration `envconfig:"CDCFLOW_ORDERING_WINDOW" default:"5m" desc:"how long a change failing for an ordering-dependent reason (foreign key, unique value, missing table or column) is retried before it is dead-lettered"`
@@ -133,6 +134,7 @@ func LoadStarter() (Starter, error) {
 			rule{"CDCFLOW_BATCH_MAX_BYTES", c.BatchMaxBytes, within(c.BatchMaxBytes, 1024, event.MaxEventBytes),
 				fmt.Sprintf("want 1024..%d", event.MaxEventBytes)},
 			rule{"CDCFLOW_BATCH_MAX_WAIT", c.BatchMaxWait, c.BatchMaxWait > 0, "want a positive duration such as 200ms"},
+			rule{"CDCFLOW_BATCH_IDLE_WAIT", c.BatchIdleWait, c.BatchIdleWait >= 0 && c.BatchIdleWait <= c.BatchMaxWait, "want 0 or a duration up to CDCFLOW_BATCH_MAX_WAIT"},
 			rule{"CDCFLOW_KAFKA_SESSION_TIMEOUT", c.SessionTimeout, c.SessionTimeout >= time.Second, "want at least 1s"},
 			rule{"CDCFLOW_MAX_ATTEMPTS", c.MaxAttempts, within(c.MaxAttempts, 1, 100), "want 1..100"},
 			rule{"CDCFLOW_ORDERING_WINDOW", c.OrderingWindow, c.OrderingWindow >= time.Second && c.OrderingWindow <= 24*time.Hour, "want 1s..24h"},

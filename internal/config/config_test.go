@@ -18,7 +18,7 @@ func TestSettings(t *testing.T) {
 	}
 	t.Run("starter", func(t *testing.T) {
 		want := Starter{Service: service, GroupID: "cdcflow-starter", BatchMaxEvents: 2000, BatchMaxBytes: 1 << 20,
-			BatchMaxWait: 200 * time.Millisecond, MaxInFlight: 4, MaxAttempts: 3, OrderingWindow: 5 * time.Minute, SessionTimeout: 30 * time.Second}
+			BatchMaxWait: 200 * time.Millisecond, BatchIdleWait: 5 * time.Millisecond, MaxInFlight: 4, MaxAttempts: 3, OrderingWindow: 5 * time.Minute, SessionTimeout: 30 * time.Second}
 		check(t, want)(LoadStarter())
 	})
 	t.Run("capture", func(t *testing.T) {
@@ -87,6 +87,7 @@ func TestInvalidValues(t *testing.T) {
 		{"CDCFLOW_BATCH_MAX_WAIT", "soon", starter, `invalid CDCFLOW_BATCH_MAX_WAIT="soon": want a duration such as 200ms or 5s`},
 		{"CDCFLOW_BATCH_MAX_WAIT", "-1s", starter, `invalid CDCFLOW_BATCH_MAX_WAIT="-1s": want a positive duration such as 200ms`},
 		{"CDCFLOW_MAX_IN_FLIGHT", "0", starter, `invalid CDCFLOW_MAX_IN_FLIGHT="0": want at least 1`},
+		{"CDCFLOW_BATCH_IDLE_WAIT", "1s", starter, `invalid CDCFLOW_BATCH_IDLE_WAIT="1s": want 0 or a duration up to CDCFLOW_BATCH_MAX_WAIT`},
 		{"CDCFLOW_KAFKA_SESSION_TIMEOUT", "10ms", starter, `invalid CDCFLOW_KAFKA_SESSION_TIMEOUT="10ms": want at least 1s`},
 		{"CDCFLOW_LOG_LEVEL", "loud", starter, `invalid CDCFLOW_LOG_LEVEL="loud": want debug, info, warn or error`},
 		{"CDCFLOW_TOPIC", "", starter, `invalid CDCFLOW_TOPIC="": want a topic name`},

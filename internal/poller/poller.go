@@ -35,6 +35,12 @@ type Config struct {
 	MaxBytes    int           // or before it exceeds this many bytes of message values
 	MaxWait     time.Duration // or this long after its first message arrived
 	MaxInFlight int           // running workflows per partition before fetching pauses
+	// IdleWait, when positive, cuts a batch sooner: this long after its
+	// first message arrived if no workflow of the partition is running,
+	// else as soon as none is. A quiet pipeline applies a change about as
+	// soon as it comes, and a busy one gathers the changes that arrive while
+	// a batch is applied into the next, so batches grow with the load.
+	IdleWait time.Duration
 
 	SessionTimeout time.Duration // consumer group session and rebalance timeout
 	MaxAttempts    int           // tries of a permanently failing change before it is dead-lettered
@@ -142,6 +148,7 @@ type partitionPoller struct {
 	bytes    int         // their bytes
 	whole    int64       // the full size of the large changes among them
 	deadline time.Time   // when the pending batch is cut
+	first    time.Time   // when its first message arrived
 	runs     kafkax.Runs // the chunk runs read, and which are open
 }
 
@@ -204,7 +211,19 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 	for {
 		fctx, fcancel := ctx, context.CancelFunc(func() {})
 		if pp.events > 0 {
-			fctx, fcancel = context.WithDeadline(ctx, pp.deadline)
+			wait := pp.deadline
+			if cfg.IdleWait > 0 {
+				// Cut when the idle wait ends, or look again soon whether
+				// the partition's workflows ended.
+				soon := pp.first.Add(cfg.IdleWait)
+				if len(pp.inFlight) > 0 {
+					soon = time.Now().Add(idlePoll)
+				}
+				if soon.Before(wait) {
+					wait = soon
+				}
+			}
+			fctx, fcancel = context.WithDeadline(ctx, wait)
 		}
 		m, err := reader.FetchMessage(fctx)
 		fcancel()
@@ -212,7 +231,9 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 		case ctx.Err() != nil:
 			return // the batch being filled was never started: abandon it
 		case errors.Is(err, context.DeadlineExceeded):
-			pp.flush(ctx)
+			if pp.due() {
+				pp.flush(ctx)
+			}
 			continue
 		case err != nil:
 			pp.p.log.Warn("fetch failed, retrying", "partition", pp.partition, "error", err)
@@ -224,7 +245,26 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 			continue
 		}
 		pp.add(ctx, m)
+		if pp.events > 0 && pp.due() {
+			pp.flush(ctx)
+		}
 	}
+}
+
+// idlePoll is how often a partition with a pending batch and running
+// workflows looks whether they ended (with IdleWait).
+const idlePoll = 5 * time.Millisecond
+
+// due reports whether the pending batch is to be cut now: at its deadline,
+// or with IdleWait once it waited that long and no workflow of the
+// partition is running.
+func (pp *partitionPoller) due() bool {
+	now := time.Now()
+	if !now.Before(pp.deadline) {
+		return true
+	}
+	wait := pp.p.cfg.IdleWait
+	return wait > 0 && len(pp.inFlight) == 0 && !now.Before(pp.first.Add(wait))
 }
 
 // add takes one message into the pending batch, cutting batches when it
@@ -260,7 +300,8 @@ func (pp *partitionPoller) add(ctx context.Context, m kafka.Message) {
 		return
 	}
 	if pp.events == 0 {
-		pp.deadline = time.Now().Add(cfg.MaxWait)
+		pp.first = time.Now()
+		pp.deadline = pp.first.Add(cfg.MaxWait)
 	}
 	pp.events++
 	pp.bytes += e.size()
@@ -310,7 +351,8 @@ func (pp *partitionPoller) flush(ctx context.Context) {
 		}
 	}
 	if pp.events > 0 {
-		pp.deadline = time.Now().Add(pp.p.cfg.MaxWait)
+		pp.first = time.Now()
+		pp.deadline = pp.first.Add(pp.p.cfg.MaxWait)
 	}
 }
 

@@ -209,3 +209,85 @@ func TestChunkRunsStayWithTheirManifest(t *testing.T) {
 	check(in, ids, []int64{10, 11, 12}, cdc.BatchInput{FirstOffset: 19, LastOffset: 24, EventCount: 3, Offsets: []int64{22, 23, 24},
 		Claims: []cdc.Claim{{Index: 0, Offsets: []int64{19, 20, 21}}}})
 }
+
+// TestIdleWaitGathersWhileABatchRuns: with IdleWait, a change that comes to
+// a quiet partition is started at once, not after MaxWait (an hour here);
+// the changes that come while its workflow runs (no worker here: until it
+// is terminated) are gathered, and started together once it ended.
+func TestIdleWaitGathersWhileABatchRuns(t *testing.T) {
+	const topic = "changes"
+	brokers, _ := testenv.NewKafka(t, map[string]int32{topic: 1})
+	tc := testenv.Dial(t, testenv.TemporalServer(t))
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	cfg := poller.Config{Conn: kafkax.Conn{Brokers: brokers, Topic: topic}, GroupID: "g-" + suffix, TaskQueue: "q-" + suffix,
+		MaxEvents: 100, MaxBytes: 1 << 20, MaxWait: time.Hour, IdleWait: 5 * time.Millisecond, MaxInFlight: 10,
+		SessionTimeout: 6 * time.Second, MaxAttempts: 3, OrderingWindow: time.Minute}
+	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	defer wg.Wait()
+	defer cancel()
+
+	w := kafkax.NewWriter(brokers, topic, kafkax.WriterOptions{})
+	defer w.Close()
+	write := func(id int64) {
+		t.Helper()
+		ev := demo.Event(id, event.OpInsert, demo.Employee{EmpID: int(id), FirstName: "Ada"})
+		v, err := event.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteMessages(ctx, kafkax.Message(ev, v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// batches waits for n batch workflows and returns their IDs by first offset.
+	batches := func(n int) map[int64]string {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			resp, err := tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+				Query: fmt.Sprintf("TaskQueue = '%s'", cfg.TaskQueue)})
+			if err == nil && len(resp.Executions) >= n {
+				ids := map[int64]string{}
+				for _, ex := range resp.Executions {
+					var part, first, last int64
+					id := ex.Execution.WorkflowId
+					rest := strings.TrimPrefix(id, "cdc-"+topic+"-")
+					if _, err := fmt.Sscanf(strings.ReplaceAll(rest, "-", " "), "%d %d %d", &part, &first, &last); err != nil {
+						t.Fatalf("workflow ID %s: %v", id, err)
+					}
+					ids[first] = fmt.Sprintf("%d-%d", first, last)
+				}
+				return ids
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d batch workflows, want %d (%v)", len(resp.GetExecutions()), n, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	write(1)
+	if got := batches(1); got[0] != "0-0" {
+		t.Fatalf("batches %v, want the first change alone, started at once", got)
+	}
+	write(2)
+	write(3)
+	resp, err := tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: fmt.Sprintf("TaskQueue = '%s'", cfg.TaskQueue)})
+	if err != nil || len(resp.Executions) != 1 {
+		t.Fatalf("while the first batch runs: %v, %v; want it alone", resp, err)
+	}
+	if err := tc.TerminateWorkflow(ctx, resp.Executions[0].Execution.WorkflowId, "", "the test ends it"); err != nil {
+		t.Fatal(err)
+	}
+	if got := batches(2); got[1] != "1-2" {
+		t.Fatalf("batches %v, want the two changes that came while the first ran together", got)
+	}
+}
