@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -30,8 +31,11 @@ func TestSnapshotCopiesEveryChunkThenRecordsItDone(t *testing.T) {
 	env.OnActivity(snapshots.PlanSnapshot, mock.Anything, in).Return(chunksOf(7), nil).Once()
 	copied := map[int64]int{}
 	failOnce := true
+	var mu sync.Mutex // activities run on goroutines of their own
 	env.OnActivity(snapshots.CopySnapshotChunk, mock.Anything, mock.Anything).Return(
 		func(_ context.Context, c cdc.SnapshotCopy) (cdc.SnapshotCopied, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			if c.Epoch != 5 || c.ActionID != 9 || c.Table != "public.employees" {
 				return cdc.SnapshotCopied{}, fmt.Errorf("chunk with the wrong version: %+v", c)
 			}
