@@ -136,12 +136,14 @@ func benchWorkload(b *testing.B, mode string) {
 
 	var steady [2]lat
 	for i, r := range []int{1000, 2000} {
+		began := time.Now()
 		kept := paced(b, p.source, 1_000_000+i*100_000, r, 30*time.Second)
 		same(fmt.Sprintf("%d/s", r))
 		steady[i] = latency(b, p.dest, last)
 		last = through()
 		fmt.Fprintf(os.Stderr, "  %d/s    %d inserts at %.0f/s: source commit to destination commit p50 %v, p99 %v (target p99 150ms)\n",
 			r, steady[i].count, kept, steady[i].p50, steady[i].p99)
+		p.breakdown(b, began)
 	}
 
 	if mode == "logical" {
