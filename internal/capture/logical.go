@@ -113,6 +113,9 @@ func (l *Logical) Run(ctx context.Context) error {
 
 // run sets up, establishes the epoch and reads the slot until it fails.
 func (l *Logical) run(ctx context.Context) error {
+	if err := l.forgetMissingSlot(ctx); err != nil {
+		return err
+	}
 	// The slot first: from its creation on, every commit is in the log.
 	slotAt, created, err := wal.Setup(ctx, l.c.pool, l.wal)
 	if err != nil {
@@ -130,6 +133,21 @@ func (l *Logical) run(ctx context.Context) error {
 	l.through = l.saved.end
 	l.confirmed.Store(uint64(l.saved.end))
 	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool, func(table string) bool { return l.allowed[table] })).Run(ctx, l, l.Confirmed)
+}
+
+// forgetMissingSlot, when the slot is missing (dropped to resync, or never
+// made), unties the checkpoint from any slot before Setup creates one: a
+// run that dies between creating the slot and establishing the epoch
+// leaves a checkpoint that belongs to no slot, so the next run still starts
+// a new epoch and asks for snapshots, rather than take the new slot for
+// the old one and skip what the old one had not read.
+func (l *Logical) forgetMissingSlot(ctx context.Context) error {
+	_, err := l.c.pool.Exec(ctx, `UPDATE cdcflow.capture_epoch SET wal_slot = ''
+		WHERE wal_slot <> '' AND NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)`, l.wal.Slot)
+	if err != nil {
+		return fmt.Errorf("record that replication slot %s is missing: %w", l.wal.Slot, err)
+	}
+	return nil
 }
 
 // leaveTriggers switches the captured tables from trigger capture, once
@@ -209,7 +227,7 @@ func (l *Logical) establish(ctx context.Context, slotAt pglogrepl.LSN, created b
 		fresh = fmt.Sprintf("replication slot %s created at %s: changes before it are not in the log capture reads", l.wal.Slot, slotAt)
 	case !found:
 	case slot == "":
-		fresh = fmt.Sprintf("capture switched from the trigger to the log (slot %s)", l.wal.Slot)
+		fresh = fmt.Sprintf("the checkpoint belongs to no slot: capture switched from the trigger to the log, or slot %s was made anew", l.wal.Slot)
 	case slot != l.wal.Slot:
 		fresh = fmt.Sprintf("capture reads slot %s, its checkpoint belongs to slot %s", l.wal.Slot, slot)
 	case at > now:

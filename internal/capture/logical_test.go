@@ -447,3 +447,63 @@ func TestLogicalCaptureEpochs(t *testing.T) {
 		t.Errorf("after u left the allowlist: epoch %d (was %d), snapshots of %v, want a new epoch and public.t alone", back.Epoch, wider.Epoch, tables)
 	}
 }
+
+// TestLogicalCaptureResyncThatFailsOnce: the slot is dropped to resync, and
+// the run that creates the new one fails before it records a new epoch
+// (Kafka unreachable). The next run still starts a new epoch and asks for a
+// snapshot of the table: what was written while no slot existed comes by
+// the snapshot, not by the log.
+func TestLogicalCaptureResyncThatFailsOnce(t *testing.T) {
+	ctx := context.Background()
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY)`, "public.t")
+	pub := &topic{}
+	exec := func(sql string) {
+		t.Helper()
+		if _, err := pool.Exec(ctx, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	exec(`INSERT INTO t VALUES (1)`)
+	runUntil(t, pool, dsn, wc, pub, 1)
+	first := pub.snapshot()[0]
+	exec(`UPDATE cdcflow.snapshots SET done_at = now()`) // a worker copied it
+	exec(fmt.Sprintf(`SELECT pg_drop_replication_slot('%s')`, wc.Slot))
+	exec(`INSERT INTO t VALUES (2)`) // in no slot's log
+
+	failed := false
+	cfg := capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour, PublishGrace: 10 * time.Second,
+		Newest: func(context.Context, string) (event.Event, bool, error) {
+			if !failed {
+				failed = true
+				return event.Event{}, false, errors.New("kafka: connection refused")
+			}
+			return event.Event{}, false, nil
+		}}
+	l := capture.NewLogical(pool, dsn, pub, cfg, wc, slog.New(slog.DiscardHandler))
+	inserted := false
+	runWhile(t, l, func() (bool, string) {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, wc.Slot).Scan(&n); err != nil || n == 0 {
+			return false, fmt.Sprint("no slot yet ", err)
+		}
+		if !inserted {
+			exec(`INSERT INTO t VALUES (3)`) // in the new slot's log
+			inserted = true
+		}
+		for _, ev := range pub.snapshot() {
+			if string(ev.Key) == `{"id":3}` {
+				return true, ""
+			}
+		}
+		return false, "id 3 not published"
+	})
+	var epoch, action int64
+	if err := pool.QueryRow(ctx, `SELECT epoch, action_id FROM cdcflow.snapshots WHERE done_at IS NULL`).Scan(&epoch, &action); err != nil {
+		t.Fatalf("no snapshot asked for after the resync: %v", err)
+	}
+	last := pub.snapshot()[len(pub.snapshot())-1]
+	if !failed || epoch <= first.Epoch || last.Epoch != epoch || action >= last.ActionID {
+		t.Fatalf("after the resync: snapshot in epoch %d with action_id %d, last change in epoch %d with action_id %d; first epoch %d",
+			epoch, action, last.Epoch, last.ActionID, first.Epoch)
+	}
+}
