@@ -78,7 +78,7 @@ type Starter struct {
 	BatchMaxEvents int           `envconfig:"CDCFLOW_BATCH_MAX_EVENTS" default:"2000" desc:"cut a batch at this many events"`
 	BatchMaxBytes  int           `envconfig:"CDCFLOW_BATCH_MAX_BYTES" default:"1048576" desc:"cut a batch before it exceeds this many bytes (at most 1572864, below Temporal's 2 MB payload limit)"`
 	BatchMaxWait   time.Duration `envconfig:"CDCFLOW_BATCH_MAX_WAIT" default:"200ms" desc:"cut a batch this long after its first event arrived"`
-	BatchIdleWait  time.Duration `envconfig:"CDCFLOW_BATCH_IDLE_WAIT" default:"5ms" desc:"cut a batch sooner: this long after its first event if no batch of its partition is being applied, else as soon as none is (0: wait CDCFLOW_BATCH_MAX_WAIT)"`
+	BatchIdleWait  time.Duration `envconfig:"CDCFLOW_BATCH_IDLE_WAIT" default:"0s" desc:"when positive, cut a batch sooner: this long after its first event if no batch of its partition is being applied, else as soon as none is (0: off, wait CDCFLOW_BATCH_MAX_WAIT)"`
 	MaxInFlight    int           `envconfig:"CDCFLOW_MAX_IN_FLIGHT" default:"4" desc:"running batch workflows per partition before the starter stops fetching"`
 	MaxAttempts    int           `envconfig:"CDCFLOW_MAX_ATTEMPTS" default:"3" desc:"tries of a change failing for a permanent reason before it is dead-lettered"`
 	OrderingWindow time.Duration `envconfig:"CDCFLOW_ORDERING_WINDOW" default:"5m" desc:"how long a change failing for an ordering-dependent reason (foreign key, unique value, missing table or column) is retried before it is dead-lettered"`

@@ -18,7 +18,7 @@ func TestSettings(t *testing.T) {
 	}
 	t.Run("starter", func(t *testing.T) {
 		want := Starter{Service: service, GroupID: "cdcflow-starter", BatchMaxEvents: 2000, BatchMaxBytes: 1 << 20,
-			BatchMaxWait: 200 * time.Millisecond, BatchIdleWait: 5 * time.Millisecond, MaxInFlight: 4, MaxAttempts: 3, OrderingWindow: 5 * time.Minute, SessionTimeout: 30 * time.Second}
+			BatchMaxWait: 200 * time.Millisecond, MaxInFlight: 4, MaxAttempts: 3, OrderingWindow: 5 * time.Minute, SessionTimeout: 30 * time.Second}
 		check(t, want)(LoadStarter())
 	})
 	t.Run("capture", func(t *testing.T) {
