@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -44,7 +45,7 @@ func (s *Snapshots) CopySnapshotChunk(ctx context.Context, in cdc.SnapshotCopy) 
 	if s.Source == nil {
 		return cdc.SnapshotCopied{}, errNoSource
 	}
-	shape, err := snapshot.Describe(ctx, s.Source, in.Table)
+	shape, err := snapshot.Describe(ctx, s.Source, in.Table, in.Chunk)
 	if errors.Is(err, snapshot.ErrGone) {
 		return cdc.SnapshotCopied{}, nil // dropped since: nothing to copy
 	}
@@ -70,8 +71,11 @@ func (s *Snapshots) CopySnapshotChunk(ctx context.Context, in cdc.SnapshotCopy) 
 	res, err := s.Applier.CopySnapshot(ctx, in.Table, shape.Key, shape.Columns, in.Epoch, in.ActionID, func(cols []string, w io.Writer) error {
 		return snapshot.Read(ctx, s.Source, in.Chunk, shape.Key, cols, w)
 	})
-	if errors.Is(err, snapshot.ErrGone) {
+	switch {
+	case errors.Is(err, snapshot.ErrGone):
 		return cdc.SnapshotCopied{}, nil // the partition was dropped since: its rows are gone
+	case errors.Is(err, snapshot.ErrRewritten):
+		return cdc.SnapshotCopied{}, temporal.NewNonRetryableApplicationError(err.Error(), cdc.ErrorSnapshotRewritten, nil)
 	}
 	return res, err
 }

@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -91,6 +92,15 @@ func Snapshot(ctx workflow.Context, in cdc.SnapshotInput) (cdc.SnapshotProgress,
 			})
 		}
 		sel.Select(ctx)
+	}
+	var appErr *temporal.ApplicationError
+	if errors.As(failed, &appErr) && appErr.Type() == cdc.ErrorSnapshotRewritten {
+		// The table was rewritten: its rows moved between chunks. Cut it
+		// again and copy it all; the rows copied already keep their copy
+		// (the same version is not written twice).
+		workflow.GetLogger(ctx).Warn("the table was rewritten during its snapshot: copying it again", "table", in.Table)
+		in.Chunks, in.Progress = nil, nil
+		return progress, workflow.NewContinueAsNewError(ctx, Snapshot, in)
 	}
 	if failed != nil {
 		return progress, failed

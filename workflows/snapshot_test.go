@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/stretchr/testify/mock"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/cdcflow/cdcflow/activities"
@@ -105,5 +106,27 @@ func TestSnapshotOfAHugeTableContinuesAsNew(t *testing.T) {
 	env2.ExecuteWorkflow(Snapshot, carried)
 	if err := env2.GetWorkflowError(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSnapshotOfARewrittenTableStartsOver(t *testing.T) {
+	env := newEnv(t)
+	env.RegisterActivity(&activities.Snapshots{})
+	in := cdc.SnapshotInput{Table: "public.employees", Epoch: 5, ActionID: 9, Parallel: 1}
+	env.OnActivity(snapshots.PlanSnapshot, mock.Anything, in).Return(chunksOf(4), nil).Once()
+	env.OnActivity(snapshots.CopySnapshotChunk, mock.Anything, mock.Anything).Return(cdc.SnapshotCopied{Read: 1, Written: 1}, nil).Once()
+	env.OnActivity(snapshots.CopySnapshotChunk, mock.Anything, mock.Anything).Return(cdc.SnapshotCopied{},
+		temporal.NewNonRetryableApplicationError("rewritten", cdc.ErrorSnapshotRewritten, nil)).Once()
+	env.ExecuteWorkflow(Snapshot, in)
+	var next *workflow.ContinueAsNewError
+	if err := env.GetWorkflowError(); !errors.As(err, &next) {
+		t.Fatalf("workflow ended with %v, want to start over as new", err)
+	}
+	var again cdc.SnapshotInput
+	if err := temporalx.DataConverter().FromPayloads(next.Input, &again); err != nil {
+		t.Fatal(err)
+	}
+	if again.Chunks != nil || again.Progress != nil || again.Table != in.Table || again.ActionID != in.ActionID {
+		t.Fatalf("started over with %+v, want the request without chunks or progress", again)
 	}
 }

@@ -7,9 +7,14 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 )
+
+// SnapshotStatementTimeout bounds the statements of one chunk's copy,
+// below the chunk activity's 30 minutes.
+const SnapshotStatementTimeout = 25 * time.Minute
 
 // snapshotKey is the staging column of a copied row's key.
 const snapshotKey = "cdcflow snapshot key"
@@ -56,7 +61,10 @@ func (a *Applier) CopySnapshot(ctx context.Context, tbl string, key, cols []stri
 	for i, c := range copied {
 		quoted[i] = quote(c)
 	}
-	if _, err := tx.Exec(ctx, `SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO'; SET LOCAL intervalstyle = 'postgres'`); err != nil {
+	// A chunk's copy lasts as long as the source takes to read it: the
+	// statement timeout set for batches does not apply.
+	if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO'; SET LOCAL intervalstyle = 'postgres';
+		SET LOCAL statement_timeout = %d`, SnapshotStatementTimeout.Milliseconds())); err != nil {
 		return res, fmt.Errorf("prepare the snapshot: %w", classify(err))
 	}
 	if _, err := tx.Exec(ctx, fmt.Sprintf(`CREATE TEMP TABLE cdcflow_snapshot ON COMMIT DROP AS SELECT NULL::jsonb AS %s, %s FROM %s WITH NO DATA`,

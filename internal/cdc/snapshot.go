@@ -46,7 +46,18 @@ type SnapshotChunk struct {
 	Name      string `json:"name"`
 	FirstPage int64  `json:"first_page"`
 	EndPage   int64  `json:"end_page,omitempty"`
+	// The table (a leaf partition) and the root it belongs to, by OID, so
+	// that a rename does not lose them; and the table's file when the
+	// chunks were cut: a table rewritten since (VACUUM FULL, CLUSTER) has
+	// its rows on other pages, and is cut again.
+	OID      uint32 `json:"oid,omitempty"`
+	Root     uint32 `json:"root,omitempty"`
+	Filenode uint32 `json:"filenode,omitempty"`
 }
+
+// ErrorSnapshotRewritten is the error type of a chunk whose table was
+// rewritten after the chunks were cut: the snapshot cuts it again.
+const ErrorSnapshotRewritten = "SnapshotTableRewritten"
 
 func (c SnapshotChunk) String() string {
 	end := "end"

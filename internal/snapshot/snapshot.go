@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,29 +31,41 @@ import (
 // chunks.
 const MaxChunks = 10000
 
-// Plan cuts table (schema.table) into chunks of at most pages pages of
-// each of its leaf partitions (the table itself when not partitioned). A
-// table that does not exist has none.
+// CopyTimeout bounds the statements of one chunk's copy, on either side,
+// below the chunk activity's 30 minutes; the destination pool's
+// statement_timeout, set for batches, does not apply.
+const CopyTimeout = 25 * time.Minute
+
+// Plan cuts table (schema.table) into chunks of about pages pages of each
+// of its leaf partitions (the table itself when not partitioned), values
+// stored out of line (TOAST) counted, so that a chunk of wide rows is not
+// larger than one of narrow rows. A table that does not exist has none.
+// Before PostgreSQL 14, which cannot read a range of pages without reading
+// the whole table, each leaf is one chunk.
 func Plan(ctx context.Context, src *pgxpool.Pool, table string, pages int64) ([]cdc.SnapshotChunk, error) {
 	if pages <= 0 {
 		pages = cdc.DefaultSnapshotChunkPages
 	}
 	schema, rel, _ := strings.Cut(table, ".")
-	rows, err := src.Query(ctx, `SELECT n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int8
+	rows, err := src.Query(ctx, `SELECT n.nspname, c.relname, c.oid::int8, $1::regclass::oid::int8, pg_relation_filenode(c.oid)::int8,
+			pg_relation_size(c.oid) / current_setting('block_size')::int8, pg_table_size(c.oid) / current_setting('block_size')::int8,
+			current_setting('server_version_num')::int >= 140000
 		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 		WHERE c.relkind = 'r' AND (c.oid = $1::regclass OR c.oid IN (SELECT relid FROM pg_partition_tree($1::regclass) WHERE isleaf))
 		ORDER BY n.nspname, c.relname`, pgx.Identifier{schema, rel}.Sanitize())
-	if err != nil {
-		return nil, fmt.Errorf("list the partitions of %s: %w", table, err)
-	}
 	type leaf struct {
-		schema, name string
-		pages        int64
+		schema, name        string
+		oid, root, filenode int64
+		pages, withToast    int64
+		ranges              bool
 	}
-	leaves, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (leaf, error) {
-		var l leaf
-		return l, r.Scan(&l.schema, &l.name, &l.pages)
-	})
+	var leaves []leaf
+	if err == nil {
+		leaves, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (leaf, error) {
+			var l leaf
+			return l, r.Scan(&l.schema, &l.name, &l.oid, &l.root, &l.filenode, &l.pages, &l.withToast, &l.ranges)
+		})
+	}
 	if errors.Is(gone(err), ErrGone) {
 		return nil, nil
 	}
@@ -61,18 +74,26 @@ func Plan(ctx context.Context, src *pgxpool.Pool, table string, pages int64) ([]
 	}
 	var total int64
 	for _, l := range leaves {
-		total += l.pages
+		total += l.withToast
 	}
 	if total/pages > MaxChunks {
 		pages = total/MaxChunks + 1
 	}
 	var chunks []cdc.SnapshotChunk
 	for _, l := range leaves {
+		step := pages
+		if l.pages > 0 && l.withToast > l.pages {
+			step = max(1, pages*l.pages/l.withToast)
+		}
+		if !l.ranges {
+			step = l.pages + 1
+		}
 		// The last chunk is open: it takes the pages the table grew by.
-		for first := int64(0); ; first += pages {
-			c := cdc.SnapshotChunk{Schema: l.schema, Name: l.name, FirstPage: first}
-			if first+pages < l.pages {
-				c.EndPage = first + pages
+		for first := int64(0); ; first += step {
+			c := cdc.SnapshotChunk{Schema: l.schema, Name: l.name, FirstPage: first,
+				OID: uint32(l.oid), Root: uint32(l.root), Filenode: uint32(l.filenode)}
+			if first+step < l.pages {
+				c.EndPage = first + step
 			}
 			chunks = append(chunks, c)
 			if c.EndPage == 0 {
@@ -90,14 +111,20 @@ type Shape struct {
 	Key     []string
 }
 
-// Describe reads the shape of table on the source.
-func Describe(ctx context.Context, src *pgxpool.Pool, table string) (Shape, error) {
+// Describe reads the shape of the root table of chunk on the source, found
+// by its OID (or by table, for a chunk without one).
+func Describe(ctx context.Context, src *pgxpool.Pool, table string, chunk cdc.SnapshotChunk) (Shape, error) {
 	schema, rel, _ := strings.Cut(table, ".")
+	var relation any = pgx.Identifier{schema, rel}.Sanitize()
+	which := "$1::regclass"
+	if chunk.Root != 0 {
+		relation, which = int64(chunk.Root), "$1::int8::oid"
+	}
 	rows, err := src.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY(i.indkey), false)
 		FROM pg_attribute a
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-		ORDER BY a.attnum`, pgx.Identifier{schema, rel}.Sanitize())
+		WHERE a.attrelid = `+which+` AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		ORDER BY a.attnum`, relation)
 	if err != nil {
 		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, gone(err))
 	}
@@ -116,16 +143,26 @@ func Describe(ctx context.Context, src *pgxpool.Pool, table string) (Shape, erro
 	if err := rows.Err(); err != nil {
 		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, gone(err))
 	}
+	if len(s.Columns) == 0 {
+		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, ErrGone)
+	}
 	if len(s.Key) == 0 {
 		return Shape{}, fmt.Errorf("source table %s has no primary key", table)
 	}
 	return s, nil
 }
 
+// ErrRewritten is the error of reading a chunk of a table rewritten since
+// the chunks were cut (VACUUM FULL, CLUSTER, a rewriting ALTER TABLE): its
+// rows moved to other pages, which other chunks may have read already, so
+// the table must be cut again.
+var ErrRewritten = errors.New("the source table was rewritten since its chunks were cut")
+
 // Read writes the rows of chunk to w in COPY's text format: first each
 // row's key as JSON, rendered as capture renders it, then the columns cols.
 // Values are written in a fixed style (UTC, ISO dates, exact floats) that
-// the destination reads back unchanged.
+// the destination reads back unchanged. The table is found by its OID, so
+// a rename does not lose it, and locked against a rewrite while it is read.
 func Read(ctx context.Context, src *pgxpool.Pool, chunk cdc.SnapshotChunk, key, cols []string, w io.Writer) error {
 	conn, err := src.Acquire(ctx)
 	if err != nil {
@@ -133,13 +170,34 @@ func Read(ctx context.Context, src *pgxpool.Pool, chunk cdc.SnapshotChunk, key, 
 	}
 	defer conn.Release()
 	return pgx.BeginTxFunc(ctx, conn, pgx.TxOptions{AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO'; SET LOCAL intervalstyle = 'postgres';
-			SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'`); err != nil {
+		if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO'; SET LOCAL intervalstyle = 'postgres';
+			SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = %d`, CopyTimeout.Milliseconds())); err != nil {
 			return fmt.Errorf("read %s: %w", chunk, err)
 		}
-		_, err := tx.Conn().PgConn().CopyTo(ctx, w, readSQL(chunk, key, cols))
-		if err != nil {
-			return fmt.Errorf("read %s: %w", chunk, gone(err))
+		if chunk.OID != 0 {
+			var schema, name string
+			err := tx.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+				WHERE c.oid = $1::int8::oid`, int64(chunk.OID)).Scan(&schema, &name)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("read %s: %w", chunk, ErrGone)
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", chunk, err)
+			}
+			chunk.Schema, chunk.Name = schema, name
+			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+pgx.Identifier{schema, name}.Sanitize()+` IN ACCESS SHARE MODE`); err != nil {
+				return fmt.Errorf("read %s: %w", chunk, err)
+			}
+			var filenode int64
+			if err := tx.QueryRow(ctx, `SELECT coalesce(pg_relation_filenode($1::int8::oid), 0)::int8`, int64(chunk.OID)).Scan(&filenode); err != nil {
+				return fmt.Errorf("read %s: %w", chunk, err)
+			}
+			if uint32(filenode) != chunk.Filenode {
+				return fmt.Errorf("read %s: %w", chunk, ErrRewritten)
+			}
+		}
+		if _, err := tx.Conn().PgConn().CopyTo(ctx, w, readSQL(chunk, key, cols)); err != nil {
+			return fmt.Errorf("read %s: %w", chunk, err)
 		}
 		return nil
 	})

@@ -87,7 +87,7 @@ func copyAll(t *testing.T, src *pgxpool.Pool, apl *applier.Applier, table string
 }
 
 func copyChunk(ctx context.Context, src *pgxpool.Pool, apl *applier.Applier, table string, c cdc.SnapshotChunk, epoch, action int64) (cdc.SnapshotCopied, error) {
-	shape, err := snapshot.Describe(ctx, src, table)
+	shape, err := snapshot.Describe(ctx, src, table, c)
 	if err != nil {
 		return cdc.SnapshotCopied{}, err
 	}
@@ -222,6 +222,34 @@ func TestSnapshotOfAPartitionedTable(t *testing.T) {
 	}
 }
 
+// TestSnapshotOfATableRewrittenOrRenamed: a table renamed after its chunks
+// were cut is still read; one rewritten (VACUUM FULL moves rows between
+// pages, which chunks read already may have held) is refused, to be cut
+// again.
+func TestSnapshotOfATableRewrittenOrRenamed(t *testing.T) {
+	ctx := context.Background()
+	src, _, apl := setup(t, 3000)
+	chunks, err := snapshot.Plan(ctx, src, "public.kinds", 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Exec(ctx, `ALTER TABLE public.kinds RENAME TO kinds_renamed`); err != nil {
+		t.Fatal(err)
+	}
+	got, err := copyChunk(ctx, src, apl, "public.kinds", chunks[0], 1, 1)
+	if err != nil || got.Read == 0 {
+		t.Fatalf("copy of a renamed table: %+v, %v; want its rows", got, err)
+	}
+	for _, sql := range []string{`DELETE FROM public.kinds_renamed WHERE id <= 300`, `VACUUM FULL public.kinds_renamed`} {
+		if _, err := src.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := copyChunk(ctx, src, apl, "public.kinds", chunks[1], 1, 1); !errors.Is(err, snapshot.ErrRewritten) {
+		t.Fatalf("copy of a rewritten table: %v, want ErrRewritten", err)
+	}
+}
+
 func TestSnapshotOfWhatCannotBeCopied(t *testing.T) {
 	ctx := context.Background()
 	src, dst, apl := setup(t, 10)
@@ -241,6 +269,9 @@ func TestSnapshotOfWhatCannotBeCopied(t *testing.T) {
 	}
 	// A column the destination lacks is named.
 	if _, err := src.Exec(ctx, kinds+`; ALTER TABLE public.kinds ADD COLUMN extra text`); err != nil {
+		t.Fatal(err)
+	}
+	if chunks, err = snapshot.Plan(ctx, src, "public.kinds", 8); err != nil {
 		t.Fatal(err)
 	}
 	_, err = copyChunk(ctx, src, apl, "public.kinds", chunks[0], 1, 1)
