@@ -106,11 +106,19 @@ func benchWorkload(b *testing.B, mode string) {
 	}
 	quiet := "CDCFLOW_LOG_LEVEL=warn"
 	p.env["CDCFLOW_SNAPSHOT_POLL"] = "200ms"
-	worker := p.start("worker", quiet)
-	p.start("starter", quiet)
-	capture := p.startCapture(mode, "employees", quiet)
-	same := func(phase string) {
+	prof := newProfiler(b)
+	worker := p.start("worker", quiet, prof.setting(b, "worker"))
+	starter := p.start("starter", quiet, prof.setting(b, "starter"))
+	capture := p.startCapture(mode, "employees", quiet, prof.setting(b, "capture"))
+	cpu := cpuParts{programs: map[string]*proc{"capture": capture, "starter": starter, "worker": worker},
+		temporal: testenv.TemporalServer(b).Process().Pid()}
+	applied := 0
+	same := func(phase string, changes int) {
 		b.Helper()
+		// Counted first: hashing both tables while the changes flow would
+		// slow them down.
+		applied += changes
+		p.waitApplied(applied)
 		p.waitSame("public.employees", "emp_id", 10*time.Minute)
 		fmt.Fprintf(os.Stderr, "  %-10s destination equals source (ordered hash of every row)\n", phase)
 	}
@@ -124,8 +132,12 @@ func benchWorkload(b *testing.B, mode string) {
 	}
 
 	fmt.Fprintf(os.Stderr, "workload, capture %s:\n", mode)
+	cpuBefore, began := cpu.cpuNow(), time.Now()
+	profiled := prof.profile("bulk", 10*time.Second)
 	written := runTxs(b, p.source, txs)
-	same("bulk")
+	same("bulk", 170000)
+	cpuReport(cpuBefore, cpu.cpuNow(), time.Since(began))
+	profiled()
 	bulk := latency(b, p.dest, last)
 	last = through()
 	ratio := written.Seconds() / bareTime.Seconds()
@@ -136,9 +148,12 @@ func benchWorkload(b *testing.B, mode string) {
 
 	var steady [2]lat
 	for i, r := range []int{1000, 2000} {
-		began := time.Now()
+		cpuBefore, began := cpu.cpuNow(), time.Now()
+		profiled := prof.profile(fmt.Sprintf("rate%d", r), 20*time.Second)
 		kept := paced(b, p.source, 1_000_000+i*100_000, r, 30*time.Second)
-		same(fmt.Sprintf("%d/s", r))
+		same(fmt.Sprintf("%d/s", r), 30*r)
+		cpuReport(cpuBefore, cpu.cpuNow(), time.Since(began))
+		profiled()
 		steady[i] = latency(b, p.dest, last)
 		last = through()
 		fmt.Fprintf(os.Stderr, "  %d/s    %d inserts at %.0f/s: source commit to destination commit p50 %v, p99 %v (target p99 150ms)\n",
