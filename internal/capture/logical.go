@@ -51,6 +51,12 @@ type Logical struct {
 	done      checkpoint // the end of the last transaction in pending or published
 	saved     checkpoint // the checkpoint on the source
 	confirmed atomic.Uint64
+	inTx      bool      // between a transaction's Begin and Commit
+	txCommit  time.Time // the open transaction's commit time
+	// behind is when the oldest change read and not yet checkpointed was
+	// committed (Unix nanoseconds), 0 when there is none: the slot's lag
+	// in time.
+	behind atomic.Int64
 }
 
 // checkpoint is where the numbering stands at the end of a transaction.
@@ -304,6 +310,7 @@ func (l *Logical) Confirmed() pglogrepl.LSN { return pglogrepl.LSN(l.confirmed.L
 func (l *Logical) Begin(_ context.Context, tx wal.Tx) error {
 	l.skip = tx.CommitLSN < l.through
 	l.txChanges = 0
+	l.inTx, l.txCommit = true, tx.CommitTime
 	return nil
 }
 
@@ -317,6 +324,9 @@ func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
 		l.since = time.Now()
 	}
 	l.txChanges++
+	if l.behind.Load() == 0 {
+		l.behind.Store(tx.CommitTime.UnixNano())
+	}
 	ev := event.Event{Source: l.c.epoch.Source, Epoch: l.c.epoch.Epoch, ActionID: l.next, Table: ch.Table, Op: ch.Op,
 		Key: ch.Key, Before: ch.Before, After: ch.After, Unchanged: ch.Unchanged, CommitTime: tx.CommitTime,
 		SchemaVersion: event.CurrentSchemaVersion, LSN: tx.CommitLSN.String(), Xid: tx.Xid}
@@ -335,6 +345,7 @@ func (l *Logical) Change(ctx context.Context, tx wal.Tx, ch wal.Change) error {
 // writes no checkpoint; the slot may be confirmed past it at once when
 // nothing before it waits to be published.
 func (l *Logical) Commit(ctx context.Context, tx wal.Tx) error {
+	l.inTx = false
 	if l.skip {
 		l.skip = false
 		return nil
@@ -368,6 +379,9 @@ type SlotHealth struct {
 	LagBytes  int64  // log written since the slot's confirmed position
 	WALStatus string // reserved, extended, unreserved or lost
 	Active    bool   // a capture is reading it
+	// LagSeconds is how long ago the oldest change this capture read and
+	// has not yet confirmed was committed (0 when it has none).
+	LagSeconds float64
 }
 
 // Health reads the slot's health from the source.
@@ -378,6 +392,9 @@ func (l *Logical) Health(ctx context.Context) (SlotHealth, error) {
 	if err != nil {
 		return h, fmt.Errorf("read replication slot %s: %w", l.wal.Slot, err)
 	}
+	if behind := l.behind.Load(); behind > 0 {
+		h.LagSeconds = max(0, time.Since(time.Unix(0, behind)).Seconds())
+	}
 	return h, nil
 }
 
@@ -387,7 +404,8 @@ func (l *Logical) report(ctx context.Context) {
 		l.c.log.Warn("read the slot's health", "error", err)
 		return
 	}
-	args := []any{"published", atomic.LoadInt64(&l.c.published), "slot", l.wal.Slot, "slot_lag_bytes", h.LagBytes, "wal_status", h.WALStatus}
+	args := []any{"published", atomic.LoadInt64(&l.c.published), "slot", l.wal.Slot, "slot_lag_bytes", h.LagBytes,
+		"slot_lag_seconds", fmt.Sprintf("%.1f", h.LagSeconds), "wal_status", h.WALStatus}
 	switch {
 	case h.WALStatus == "lost":
 		l.c.log.Error("the replication slot lost the log it needs: changes are lost; set capture up again (operations.md)", args...)
@@ -437,6 +455,11 @@ func (l *Logical) flush(ctx context.Context) error {
 	l.saved = l.done
 	if uint64(l.done.end) > l.confirmed.Load() {
 		l.confirmed.Store(uint64(l.done.end))
+	}
+	if l.inTx && l.txChanges > 0 {
+		l.behind.Store(l.txCommit.UnixNano()) // published, checkpointed at its end
+	} else {
+		l.behind.Store(0)
 	}
 	return nil
 }

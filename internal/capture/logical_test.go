@@ -507,3 +507,50 @@ func TestLogicalCaptureResyncThatFailsOnce(t *testing.T) {
 			epoch, action, last.Epoch, last.ActionID, first.Epoch)
 	}
 }
+
+// stalled is a topic whose writes wait until it is opened: Kafka slow to
+// acknowledge.
+type stalled struct {
+	topic
+	open chan struct{}
+}
+
+func (p *stalled) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	select {
+	case <-p.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return p.topic.WriteMessages(ctx, msgs...)
+}
+
+// TestLogicalCaptureReportsLagInSeconds: while Kafka does not acknowledge
+// a change read from the log, the slot's lag in seconds grows from the
+// change's commit; once it is published and confirmed, it is 0.
+func TestLogicalCaptureReportsLagInSeconds(t *testing.T) {
+	ctx := context.Background()
+	pool, dsn, wc := logicalSource(t, `CREATE TABLE t (id int PRIMARY KEY)`, "public.t")
+	if _, err := pool.Exec(ctx, `INSERT INTO t VALUES (1)`); err != nil {
+		t.Fatal(err)
+	}
+	pub := &stalled{open: make(chan struct{})}
+	l := capture.NewLogical(pool, dsn, pub, capture.Config{Tables: wc.Tables, BatchSize: 100, ReportEvery: time.Hour,
+		PublishGrace: time.Minute}, wc, slog.New(slog.DiscardHandler))
+	opened := false
+	var stalledLag float64
+	runWhile(t, l, func() (bool, string) {
+		h, err := l.Health(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		if !opened {
+			if h.LagSeconds < 0.5 {
+				return false, fmt.Sprintf("lag %.2f s while Kafka does not acknowledge, want it to grow", h.LagSeconds)
+			}
+			stalledLag, opened = h.LagSeconds, true
+			close(pub.open)
+		}
+		return len(pub.snapshot()) == 1 && h.LagSeconds == 0, fmt.Sprintf("%d published, lag %.2f s", len(pub.snapshot()), h.LagSeconds)
+	})
+	t.Logf("lag while stalled %.2f s, then 0", stalledLag)
+}
