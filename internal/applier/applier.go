@@ -456,6 +456,13 @@ func (t *table) upsertSQL(cols []string, filter bool) string {
 // upsertFrom writes the row images of the rows b of from, where where holds,
 // with the columns cols.
 func (t *table) upsertFrom(cols []string, from, where string) string {
+	return t.upsert(cols, "r", fmt.Sprintf("%s, LATERAL jsonb_populate_record(NULL::%s, b.after) r", from, t.ident), where)
+}
+
+// upsert inserts or updates the columns cols (generated ones left out) of
+// the rows alias of from, where where holds. A GENERATED ALWAYS identity
+// column is inserted with the source's value and never updated.
+func (t *table) upsert(cols []string, alias, from, where string) string {
 	var quoted, selected, set []string
 	for _, c := range cols {
 		if t.generated[c] {
@@ -463,7 +470,7 @@ func (t *table) upsertFrom(cols []string, from, where string) string {
 		}
 		q := quote(c)
 		quoted = append(quoted, q)
-		selected = append(selected, "r."+q)
+		selected = append(selected, alias+"."+q)
 		if !slices.Contains(t.sortedPK, c) && !t.always[c] {
 			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
 		}
@@ -481,10 +488,10 @@ func (t *table) upsertFrom(cols []string, from, where string) string {
 		overriding = " OVERRIDING SYSTEM VALUE"
 	}
 	return fmt.Sprintf(`INSERT INTO %s (%s)%s
-SELECT %s FROM %s, LATERAL jsonb_populate_record(NULL::%s, b.after) r
+SELECT %s FROM %s
 WHERE %s
 ON CONFLICT (%s) %s`,
-		t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "), from, t.ident,
+		t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "), from,
 		where, strings.Join(pk, ", "), conflict)
 }
 

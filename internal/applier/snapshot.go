@@ -89,26 +89,6 @@ func (a *Applier) CopySnapshot(ctx context.Context, tbl string, key, cols []stri
 	}
 	res.Read = tag.RowsAffected()
 
-	var set, selected []string
-	for _, c := range copied {
-		q := quote(c)
-		selected = append(selected, "s."+q)
-		if !slices.Contains(t.sortedPK, c) && !t.always[c] {
-			set = append(set, fmt.Sprintf("%s = EXCLUDED.%s", q, q))
-		}
-	}
-	conflict := "DO NOTHING"
-	if len(set) > 0 {
-		conflict = "DO UPDATE SET " + strings.Join(set, ", ")
-	}
-	pk := make([]string, len(t.sortedPK))
-	for i, c := range t.sortedPK {
-		pk[i] = quote(c)
-	}
-	overriding := ""
-	if t.identityAlways {
-		overriding = " OVERRIDING SYSTEM VALUE"
-	}
 	// Versions are taken in key order, as the apply takes them, so that a
 	// snapshot and a batch wait for each other rather than deadlock.
 	write := fmt.Sprintf(`WITH won AS (
@@ -119,10 +99,7 @@ func (a *Applier) CopySnapshot(ctx context.Context, tbl string, key, cols []stri
 		WHERE (v.epoch, v.action_id) < (EXCLUDED.epoch, EXCLUDED.action_id)
 	RETURNING v.key
 )
-INSERT INTO %[2]s (%[3]s)%[4]s
-SELECT %[5]s FROM cdcflow_snapshot s JOIN won ON won.key = s.%[1]s
-ON CONFLICT (%[6]s) %[7]s`, quote(snapshotKey), t.ident, strings.Join(quoted, ", "), overriding, strings.Join(selected, ", "),
-		strings.Join(pk, ", "), conflict)
+%[2]s`, quote(snapshotKey), t.upsert(copied, "s", "cdcflow_snapshot s JOIN won ON won.key = s."+quote(snapshotKey), "true"))
 	wtag, err := tx.Exec(ctx, write, tbl, epoch, action)
 	if err != nil {
 		return res, fmt.Errorf("write the snapshot of %s: %w", tbl, classify(err))
