@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/demo"
@@ -25,6 +26,24 @@ import (
 )
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// runPoller runs a poller until the test ends, and returns it and a
+// context that ends then.
+func runPoller(t *testing.T, cfg poller.Config, tc client.Client) (context.Context, *poller.Poller) {
+	t.Helper()
+	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := p.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return ctx, p
+}
 
 // TestChunkRunsStayWithTheirManifest: against the in-process broker and a
 // Temporal dev server (no worker: the batches' inputs are read from their
@@ -41,20 +60,10 @@ func TestChunkRunsStayWithTheirManifest(t *testing.T) {
 		MaxEvents: 3, MaxBytes: 1 << 20, MaxWait: time.Hour, MaxInFlight: 10, SessionTimeout: 6 * time.Second, MaxAttempts: 3,
 		OrderingWindow: time.Minute}
 	// Large changes of about 1.2 MiB: two do not fit one batch.
-	defer func(b int64) { poller.MaxWholeBytes = b }(poller.MaxWholeBytes)
+	saved := poller.MaxWholeBytes
+	t.Cleanup(func() { poller.MaxWholeBytes = saved }) // after the poller stopped
 	poller.MaxWholeBytes = 2 << 20
-	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := p.Run(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
-	defer wg.Wait()
-	defer cancel()
+	ctx, p := runPoller(t, cfg, tc)
 
 	w := kafkax.NewWriter(brokers, topic, kafkax.WriterOptions{})
 	defer w.Close()
@@ -222,18 +231,7 @@ func TestIdleWaitGathersWhileABatchRuns(t *testing.T) {
 	cfg := poller.Config{Conn: kafkax.Conn{Brokers: brokers, Topic: topic}, GroupID: "g-" + suffix, TaskQueue: "q-" + suffix,
 		MaxEvents: 100, MaxBytes: 1 << 20, MaxWait: time.Hour, IdleWait: 5 * time.Millisecond, MaxInFlight: 10,
 		SessionTimeout: 6 * time.Second, MaxAttempts: 3, OrderingWindow: time.Minute}
-	p := poller.New(cfg, tc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		if err := p.Run(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
-	defer wg.Wait()
-	defer cancel()
+	ctx, _ := runPoller(t, cfg, tc)
 
 	w := kafkax.NewWriter(brokers, topic, kafkax.WriterOptions{})
 	defer w.Close()
