@@ -97,6 +97,10 @@ func run(ctx context.Context, args []string) error {
 		}
 		if err := schedule(ctx, tc, s.purpose, s.workflow, cfg.TaskQueue, s.every); err != nil {
 			w.Stop()
+			if ctx.Err() != nil {
+				log.Info("worker stopped while starting")
+				return nil // told to stop: not a failure
+			}
 			return err
 		}
 	}

@@ -135,14 +135,31 @@ func (p *Process) waitReady(timeout time.Duration, check func() error) error {
 	}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// and that no other request for a free port (bind to port 0), in this
+// process or another, gets for a minute: a connection to it is closed from
+// its listening side, which keeps the port in TIME_WAIT, where the system
+// does not hand it out again but a listener may still bind it. (Without
+// this, two dev servers started close together could be given the same
+// port, one of them taking the other's connections.)
 func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	c, err := net.DialTCP("tcp", nil, l.Addr().(*net.TCPAddr))
+	if err != nil {
+		return 0, fmt.Errorf("reserve port %d: %w", port, err)
+	}
+	defer c.Close()
+	s, err := l.Accept()
+	if err != nil {
+		return 0, fmt.Errorf("reserve port %d: %w", port, err)
+	}
+	s.Close() // the listening side closes first: its end waits in TIME_WAIT
+	return port, nil
 }
 
 // PortOr returns port when it is free on 127.0.0.1, else 0 (pick any).

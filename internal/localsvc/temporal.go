@@ -154,7 +154,13 @@ func (t *Temporal) ready(ctx context.Context) error {
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err = workflowservice.NewWorkflowServiceClient(conn).DescribeWorkflowExecution(cctx, &workflowservice.DescribeWorkflowExecutionRequest{
+	svc := workflowservice.NewWorkflowServiceClient(conn)
+	// The namespace must exist: a workflow not found says the namespace
+	// serves requests, but so would a namespace not found.
+	if _, err := svc.DescribeNamespace(cctx, &workflowservice.DescribeNamespaceRequest{Namespace: t.Namespace}); err != nil {
+		return err
+	}
+	_, err = svc.DescribeWorkflowExecution(cctx, &workflowservice.DescribeWorkflowExecutionRequest{
 		Namespace: t.Namespace, Execution: &commonpb.WorkflowExecution{WorkflowId: "cdcflow-readiness-probe"}})
 	if err == nil || status.Code(err) == codes.NotFound {
 		return nil // the namespace serves requests
