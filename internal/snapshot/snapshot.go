@@ -111,20 +111,14 @@ type Shape struct {
 	Key     []string
 }
 
-// Describe reads the shape of the root table of chunk on the source, found
-// by its OID (or by table, for a chunk without one).
+// Describe reads the shape of the root table of chunk (table) on the
+// source, found by its OID.
 func Describe(ctx context.Context, src *pgxpool.Pool, table string, chunk cdc.SnapshotChunk) (Shape, error) {
-	schema, rel, _ := strings.Cut(table, ".")
-	var relation any = pgx.Identifier{schema, rel}.Sanitize()
-	which := "$1::regclass"
-	if chunk.Root != 0 {
-		relation, which = int64(chunk.Root), "$1::int8::oid"
-	}
 	rows, err := src.Query(ctx, `SELECT a.attname, coalesce(a.attnum = ANY(i.indkey), false)
 		FROM pg_attribute a
 		LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-		WHERE a.attrelid = `+which+` AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
-		ORDER BY a.attnum`, relation)
+		WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+		ORDER BY a.attnum`, int64(chunk.Root))
 	if err != nil {
 		return Shape{}, fmt.Errorf("read the columns of %s on the source: %w", table, gone(err))
 	}
@@ -174,27 +168,25 @@ func Read(ctx context.Context, src *pgxpool.Pool, chunk cdc.SnapshotChunk, key, 
 			SET LOCAL extra_float_digits = 3; SET LOCAL bytea_output = 'hex'; SET LOCAL statement_timeout = %d`, CopyTimeout.Milliseconds())); err != nil {
 			return fmt.Errorf("read %s: %w", chunk, err)
 		}
-		if chunk.OID != 0 {
-			var schema, name string
-			err := tx.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-				WHERE c.oid = $1::int8::oid`, int64(chunk.OID)).Scan(&schema, &name)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return fmt.Errorf("read %s: %w", chunk, ErrGone)
-			}
-			if err != nil {
-				return fmt.Errorf("read %s: %w", chunk, err)
-			}
-			chunk.Schema, chunk.Name = schema, name
-			if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+pgx.Identifier{schema, name}.Sanitize()+` IN ACCESS SHARE MODE`); err != nil {
-				return fmt.Errorf("read %s: %w", chunk, err)
-			}
-			var filenode int64
-			if err := tx.QueryRow(ctx, `SELECT coalesce(pg_relation_filenode($1::int8::oid), 0)::int8`, int64(chunk.OID)).Scan(&filenode); err != nil {
-				return fmt.Errorf("read %s: %w", chunk, err)
-			}
-			if uint32(filenode) != chunk.Filenode {
-				return fmt.Errorf("read %s: %w", chunk, ErrRewritten)
-			}
+		var schema, name string
+		err := tx.QueryRow(ctx, `SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+			WHERE c.oid = $1::int8::oid`, int64(chunk.OID)).Scan(&schema, &name)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("read %s: %w", chunk, ErrGone)
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", chunk, err)
+		}
+		chunk.Schema, chunk.Name = schema, name
+		if _, err := tx.Exec(ctx, `LOCK TABLE ONLY `+pgx.Identifier{schema, name}.Sanitize()+` IN ACCESS SHARE MODE`); err != nil {
+			return fmt.Errorf("read %s: %w", chunk, err)
+		}
+		var filenode int64
+		if err := tx.QueryRow(ctx, `SELECT coalesce(pg_relation_filenode($1::int8::oid), 0)::int8`, int64(chunk.OID)).Scan(&filenode); err != nil {
+			return fmt.Errorf("read %s: %w", chunk, err)
+		}
+		if uint32(filenode) != chunk.Filenode {
+			return fmt.Errorf("read %s: %w", chunk, ErrRewritten)
 		}
 		if _, err := tx.Conn().PgConn().CopyTo(ctx, w, readSQL(chunk, key, cols)); err != nil {
 			return fmt.Errorf("read %s: %w", chunk, err)
@@ -234,17 +226,14 @@ func gone(err error) error {
 	return err
 }
 
-// Request is a snapshot capture asked for and no worker finished yet.
-type Request = cdc.SnapshotInput
-
-// Pending reads the snapshots asked for and not done.
-func Pending(ctx context.Context, src *pgxpool.Pool) ([]Request, error) {
+// Pending reads the snapshots capture asked for that no worker finished.
+func Pending(ctx context.Context, src *pgxpool.Pool) ([]cdc.SnapshotInput, error) {
 	rows, err := src.Query(ctx, `SELECT table_name, source_id::text, epoch, action_id FROM cdcflow.snapshots
 		WHERE done_at IS NULL ORDER BY requested_at, table_name`)
-	var reqs []Request
+	var reqs []cdc.SnapshotInput
 	if err == nil {
-		reqs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (Request, error) {
-			var q Request
+		reqs, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (cdc.SnapshotInput, error) {
+			var q cdc.SnapshotInput
 			return q, r.Scan(&q.Table, &q.Source, &q.Epoch, &q.ActionID)
 		})
 	}
