@@ -106,6 +106,12 @@ func benchWorkload(b *testing.B, mode string) {
 	}
 	quiet := "CDCFLOW_LOG_LEVEL=warn"
 	p.env["CDCFLOW_SNAPSHOT_POLL"] = "200ms"
+	// CDCFLOW_BENCH_SET=K=V,K=V tries other settings on every program.
+	for _, kv := range strings.Split(os.Getenv("CDCFLOW_BENCH_SET"), ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			p.env[k] = v
+		}
+	}
 	prof := newProfiler(b)
 	worker := p.start("worker", quiet, prof.setting(b, "worker"))
 	starter := p.start("starter", quiet, prof.setting(b, "starter"))
