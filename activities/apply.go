@@ -122,7 +122,7 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 		}
 	}
 	out := cdc.ApplyOutcome{Counts: counts, Failed: append(refused, failed...)}
-	a.Metrics.Outcomes(ctx, counts, len(out.Failed))
+	a.Metrics.Outcomes(ctx, counts)
 	for i := range out.Failed {
 		f := &out.Failed[i]
 		a.Metrics.Error(ctx, f.ErrorClass)

@@ -47,6 +47,10 @@ func Serve(ctx context.Context, addr string, log *slog.Logger) (metric.MeterProv
 	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), nil
 }
 
+// DurationBuckets are the bucket boundaries, in seconds, of the duration
+// histograms: from 5 ms to a minute.
+var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
 // Apply holds the apply path's instruments.
 type Apply struct {
 	events      metric.Int64Counter
@@ -62,7 +66,7 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 	var a Apply
 	var err error
 	if a.events, err = m.Int64Counter("cdcflow.apply.events",
-		metric.WithDescription("Change events handled by the apply activity, by outcome: applied, superseded, duplicate, failed.")); err != nil {
+		metric.WithDescription("Change events by what became of them: applied, superseded (the row holds a newer change), duplicate (applied before), parked (a dead letter, counted once).")); err != nil {
 		return nil, err
 	}
 	if a.errors, err = m.Int64Counter("cdcflow.apply.errors",
@@ -74,6 +78,7 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 		return nil, err
 	}
 	if a.duration, err = m.Float64Histogram("cdcflow.apply.batch.duration", metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(DurationBuckets...),
 		metric.WithDescription("Time to apply one batch, failed attempts included.")); err != nil {
 		return nil, err
 	}
@@ -98,15 +103,17 @@ func (a *Apply) Redriven(ctx context.Context, redriven, parked int) {
 	}
 }
 
-// Outcomes counts the events of one apply by outcome.
-func (a *Apply) Outcomes(ctx context.Context, c cdc.Counts, failed int) {
+// Outcomes counts the events of one apply by outcome. A change that fails
+// is not counted here: it is tried again, and counted once when it is
+// applied or parked (DeadLetter).
+func (a *Apply) Outcomes(ctx context.Context, c cdc.Counts) {
 	if a == nil {
 		return
 	}
 	for _, o := range []struct {
 		name string
 		n    int
-	}{{"applied", c.Applied}, {"superseded", c.Superseded}, {"duplicate", c.Duplicates}, {"failed", failed}} {
+	}{{"applied", c.Applied}, {"superseded", c.Superseded}, {"duplicate", c.Duplicates}} {
 		if o.n > 0 {
 			a.events.Add(ctx, int64(o.n), metric.WithAttributes(attribute.String("outcome", o.name)))
 		}
@@ -120,10 +127,12 @@ func (a *Apply) Error(ctx context.Context, class cdc.ErrorClass) {
 	}
 }
 
-// DeadLetter counts one parked change of class.
+// DeadLetter counts one parked change of class, also as an event whose
+// outcome is parked.
 func (a *Apply) DeadLetter(ctx context.Context, class cdc.ErrorClass) {
 	if a != nil {
 		a.deadLetters.Add(ctx, 1, metric.WithAttributes(errorClass(class)))
+		a.events.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", "parked")))
 	}
 }
 
