@@ -27,6 +27,8 @@ type DeadLetterStore interface {
 	MarkPublished(ctx context.Context, ids []string) error
 	Messages(ctx context.Context, ids []string) (map[string][]byte, error)
 	Settle(ctx context.Context, settled []cdc.Settlement) error
+	// FailedAgain records replays that failed again.
+	FailedAgain(ctx context.Context, failed []cdc.ReplayResult) error
 }
 
 // Publisher is the part of a Kafka writer the dead-letter activities use.
@@ -128,7 +130,8 @@ func (d *DeadLetters) Settle(ctx context.Context, settled []cdc.Settlement) erro
 // from which a change that fails again is set aside alone. They are subject
 // to the same idempotency and version guard as any change: a replay of a
 // change applied before is a duplicate, one older than the row's current
-// version is superseded. Transient failures are errors, retried.
+// version is superseded. Transient failures are errors, retried. A change
+// that fails again has the new failure recorded in its dead_letters row.
 func (d *DeadLetters) ReplayChanges(ctx context.Context, in cdc.ReplayInput) ([]cdc.ReplayResult, error) {
 	msgs, err := d.Store.Messages(ctx, in.IDs)
 	if err != nil {
@@ -155,20 +158,28 @@ func (d *DeadLetters) ReplayChanges(ctx context.Context, in cdc.ReplayInput) ([]
 		events = append(events, ev)
 		at = append(at, i)
 	}
-	if len(events) == 0 {
-		return results, nil
+	if len(events) > 0 {
+		counts, failed, err := d.Applier.ApplyIsolating(ctx, events)
+		if err != nil {
+			return nil, err
+		}
+		outcome := replayOutcome(counts, len(events)-len(failed))
+		for i := range at {
+			results[at[i]].Outcome = outcome
+		}
+		for _, f := range failed {
+			r := &results[at[f.Index]]
+			r.Outcome, r.ErrorClass, r.Error = "", f.ErrorClass, f.Error
+		}
 	}
-	counts, failed, err := d.Applier.ApplyIsolating(ctx, events)
-	if err != nil {
+	var again []cdc.ReplayResult
+	for _, r := range results {
+		if r.Error != "" {
+			again = append(again, r)
+		}
+	}
+	if err := d.Store.FailedAgain(ctx, again); err != nil {
 		return nil, err
-	}
-	outcome := replayOutcome(counts, len(events)-len(failed))
-	for i := range at {
-		results[at[i]].Outcome = outcome
-	}
-	for _, f := range failed {
-		r := &results[at[f.Index]]
-		r.Outcome, r.ErrorClass, r.Error = "", f.ErrorClass, f.Error
 	}
 	return results, nil
 }

@@ -16,7 +16,7 @@ import (
 // DeadLetter holds a group of parked changes (the failures of one batch on
 // one table with one error class) until a person decided each: replayed or
 // discarded, all at once or some by ID, by the replay and discard signals or
-// the replay-corrected update. It answers the status query all along, and
+// updates, or the replay-corrected update. It answers the status query all along, and
 // returns the final status.
 func DeadLetter(ctx workflow.Context, in cdc.DeadLetterInput) (cdc.DeadLetterStatus, error) {
 	d := newDeadLetter(ctx, in)
@@ -89,6 +89,16 @@ func (d *deadLetter) register(ctx workflow.Context) error {
 	if err != nil {
 		return err
 	}
+	err = workflow.SetUpdateHandlerWithOptions(ctx, cdc.UpdateReplay, d.replayUpdate,
+		workflow.UpdateHandlerOptions{Validator: d.validateReplay})
+	if err != nil {
+		return err
+	}
+	err = workflow.SetUpdateHandlerWithOptions(ctx, cdc.UpdateDiscard, d.discardUpdate,
+		workflow.UpdateHandlerOptions{Validator: d.validateDiscard})
+	if err != nil {
+		return err
+	}
 	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalReplay, d.replaySignal) })
 	workflow.Go(ctx, func(ctx workflow.Context) { d.receive(ctx, cdc.SignalDiscard, d.discardSignal) })
 	workflow.Go(ctx, func(ctx workflow.Context) {
@@ -148,23 +158,99 @@ func (d *deadLetter) replaySignal(ctx workflow.Context, raw json.RawMessage) {
 // discardSignal gives changes up, for the payload's reason.
 func (d *deadLetter) discardSignal(ctx workflow.Context, raw json.RawMessage) {
 	req, err := parseDiscard(raw)
-	d.decide(ctx, err, func() error {
-		ids, err := d.targets(req.IDs)
-		if err != nil {
-			return err
+	d.decide(ctx, err, func() error { return d.discard(ctx, req) })
+}
+
+// discard gives up the changes req names (all still parked when none), or
+// refuses the request.
+func (d *deadLetter) discard(ctx workflow.Context, req cdc.DiscardRequest) error {
+	ids, err := d.targets(req.IDs)
+	if err != nil {
+		return err
+	}
+	settled := make([]cdc.Settlement, len(ids))
+	for i, id := range ids {
+		settled[i] = cdc.Settlement{ID: id, State: cdc.StateDiscarded, Outcome: req.Reason}
+	}
+	dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, IDs: ids, Reason: req.Reason,
+		Outcome: fmt.Sprintf("%d discarded", len(ids))}
+	if err := d.settle(ctx, settled); err != nil {
+		dec.Outcome, dec.Error = "", err.Error()
+	}
+	d.status.Decisions = append(d.status.Decisions, dec)
+	return nil
+}
+
+// validateReplay refuses a replay update before it is accepted: a
+// malformed payload, or changes that are not parked in the group.
+func (d *deadLetter) validateReplay(raw json.RawMessage) error {
+	req, err := parseReplay(raw)
+	if err == nil {
+		_, err = d.replayTargets(req)
+	}
+	return err
+}
+
+// replayUpdate is the replay signal as an update: it answers with what came
+// of the replay.
+func (d *deadLetter) replayUpdate(ctx workflow.Context, raw json.RawMessage) (cdc.DecisionResult, error) {
+	req, err := parseReplay(raw)
+	if err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	if err := d.lock.Lock(ctx); err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	defer d.lock.Unlock()
+	// A decision by signal may have come since validation.
+	ids, err := d.replayTargets(req)
+	if err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	d.replay(ctx, ids, req.After)
+	return d.result(), nil
+}
+
+// validateDiscard refuses a discard update before it is accepted.
+func (d *deadLetter) validateDiscard(raw json.RawMessage) error {
+	req, err := parseDiscard(raw)
+	if err == nil {
+		_, err = d.targets(req.IDs)
+	}
+	return err
+}
+
+// discardUpdate is the discard signal as an update: it answers with what
+// came of the discard.
+func (d *deadLetter) discardUpdate(ctx workflow.Context, raw json.RawMessage) (cdc.DecisionResult, error) {
+	req, err := parseDiscard(raw)
+	if err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	if err := d.lock.Lock(ctx); err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	defer d.lock.Unlock()
+	if err := d.discard(ctx, req); err != nil {
+		return cdc.DecisionResult{}, err
+	}
+	return d.result(), nil
+}
+
+// result is what came of the latest decision, for an update's answer.
+// The caller holds the lock.
+func (d *deadLetter) result() cdc.DecisionResult {
+	r := cdc.DecisionResult{Decision: d.status.Decisions[len(d.status.Decisions)-1], Group: d.status.Group,
+		State: cdc.StateParked, Parked: d.status.Parked}
+	if d.decided() {
+		r.State = d.finalState()
+	}
+	for _, id := range r.IDs {
+		if d.status.Changes[d.at[id]].State == cdc.StateParked {
+			r.StillParked = append(r.StillParked, id)
 		}
-		settled := make([]cdc.Settlement, len(ids))
-		for i, id := range ids {
-			settled[i] = cdc.Settlement{ID: id, State: cdc.StateDiscarded, Outcome: req.Reason}
-		}
-		dec := cdc.Decision{At: workflow.Now(ctx), Action: cdc.ActionDiscard, IDs: ids, Reason: req.Reason,
-			Outcome: fmt.Sprintf("%d discarded", len(ids))}
-		if err := d.settle(ctx, settled); err != nil {
-			dec.Outcome, dec.Error = "", err.Error()
-		}
-		d.status.Decisions = append(d.status.Decisions, dec)
-		return nil
-	})
+	}
+	return r
 }
 
 // decide runs act under the lock, unless the request was malformed

@@ -334,3 +334,89 @@ func TestDeadLetterAdoptsChangesOfALaterRun(t *testing.T) {
 		t.Fatalf("status (-want +got):\n%s", diff)
 	}
 }
+
+// update sends a replay or discard update at the given time and keeps what
+// came of it: the refusal, or the answer.
+type updateOutcome struct {
+	refused error
+	result  cdc.DecisionResult
+	err     error
+}
+
+func update(env *testsuite.TestWorkflowEnvironment, at time.Duration, name, id string, payload any) *updateOutcome {
+	o := &updateOutcome{}
+	env.RegisterDelayedCallback(func() {
+		cb := &testsuite.TestUpdateCallback{
+			OnReject: func(err error) { o.refused = err },
+			OnAccept: func() {},
+			OnComplete: func(v any, err error) {
+				o.err = err
+				if err == nil {
+					o.result = v.(cdc.DecisionResult)
+				}
+			},
+		}
+		if payload == nil {
+			env.UpdateWorkflow(name, id, cb)
+			return
+		}
+		env.UpdateWorkflow(name, id, cb, payload)
+	}, at)
+	return o
+}
+
+// TestDeadLetterDecisionsByUpdate: the replay and discard updates refuse a
+// request that cannot be used before accepting it, and answer with what came
+// of an accepted one, a replay that failed again included.
+func TestDeadLetterDecisionsByUpdate(t *testing.T) {
+	env := newEnv(t)
+	env.OnActivity(deadLetters.ReplayChanges, mock.Anything, replayOf("", "dlq-7", "dlq-8")).
+		Return([]cdc.ReplayResult{{ID: "dlq-7", Outcome: "replayed with 1 others"}, {ID: "dlq-8", ErrorClass: cdc.ClassConstraint, Error: "still violates"}}, nil).Once()
+	expectSettle(env, cdc.Settlement{ID: "dlq-7", State: cdc.StateReplayed, Outcome: "replayed with 1 others"})
+	expectSettle(env, cdc.Settlement{ID: "dlq-8", State: cdc.StateDiscarded, Outcome: "test data"})
+	malformed := update(env, time.Minute, cdc.UpdateReplay, "u1", map[string]any{"id": "dlq-7"})
+	unknown := update(env, 2*time.Minute, cdc.UpdateReplay, "u2", cdc.ReplayRequest{IDs: []string{"dlq-9"}})
+	noReason := update(env, 3*time.Minute, cdc.UpdateDiscard, "u3", nil)
+	replayed := update(env, 4*time.Minute, cdc.UpdateReplay, "u4", nil) // every change still parked
+	discarded := update(env, 5*time.Minute, cdc.UpdateDiscard, "u5", cdc.DiscardRequest{Reason: "test data"})
+	in := group(7, 8)
+	env.ExecuteWorkflow(cdc.WorkflowDeadLetter, in)
+	var st cdc.DeadLetterStatus
+	if err := env.GetWorkflowResult(&st); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		o    *updateOutcome
+		want string
+	}{
+		{malformed, `replay payload: want {}, {"ids": [...]} or {"ids": ["..."], "after": {...}}: json: unknown field "id"`},
+		{unknown, "ids: dlq-9 is not a change of dead letter group dlq-b"},
+		{noReason, `discard payload: want {"reason": "...", "ids": [...]}: no payload`},
+	} {
+		if c.o.refused == nil || c.o.refused.Error() != c.want {
+			t.Errorf("update refused with %v, want %q", c.o.refused, c.want)
+		}
+	}
+	if replayed.refused != nil || replayed.err != nil {
+		t.Fatalf("replay update: refused %v, failed %v", replayed.refused, replayed.err)
+	}
+	r := replayed.result
+	r.At = time.Time{}
+	wantReplay := cdc.DecisionResult{Decision: cdc.Decision{Action: cdc.ActionReplay, IDs: []string{"dlq-7", "dlq-8"}, Outcome: "1 replayed, 1 failed again"},
+		Group: "dlq-b", State: cdc.StateParked, Parked: 1, StillParked: []string{"dlq-8"}}
+	if diff := cmp.Diff(wantReplay, r); diff != "" || !r.Failed() {
+		t.Errorf("replay answer (-want +got):\n%s", diff)
+	}
+	d := discarded.result
+	d.At = time.Time{}
+	wantDiscard := cdc.DecisionResult{Decision: cdc.Decision{Action: cdc.ActionDiscard, IDs: []string{"dlq-8"}, Reason: "test data", Outcome: "1 discarded"},
+		Group: "dlq-b", State: cdc.StateDecided}
+	if diff := cmp.Diff(wantDiscard, d); diff != "" || d.Failed() {
+		t.Errorf("discard answer (-want +got):\n%s", diff)
+	}
+	// Refused updates leave no trace in the decisions.
+	if len(st.Decisions) != 2 || st.State != cdc.StateDecided {
+		t.Errorf("final status: %+v", st)
+	}
+}

@@ -12,7 +12,7 @@ import (
 // of failures (every change of a busy table, after a destination column was
 // dropped) thus costs a workflow per batch, not per change.
 
-// Signals, the update and the query of the DeadLetter workflow: how a person
+// Signals, updates and the query of the DeadLetter workflow: how a person
 // decides what becomes of parked changes.
 const (
 	// SignalReplay re-applies parked changes; its optional payload is a
@@ -24,6 +24,12 @@ const (
 	// ReplayRequest with After), validated before it is accepted, and
 	// returns the DeadLetterStatus after the attempt.
 	UpdateReplayCorrected = "replay-corrected"
+	// UpdateReplay and UpdateDiscard are the replay and the discard as
+	// updates, with the same payloads as the signals: a request that cannot
+	// be used is refused before it is accepted (the temporal CLI prints why
+	// and exits 1), and the answer is a DecisionResult, what came of it.
+	UpdateReplay  = "replay"
+	UpdateDiscard = "discard"
 	// QueryStatus returns the DeadLetterStatus.
 	QueryStatus = "status"
 	// SignalAdopt hands a running group more changes to hold ([]
@@ -120,6 +126,23 @@ type DeadLetterStatus struct {
 	Changes    []ChangeStatus `json:"changes"`
 	Decisions  []Decision     `json:"decisions"`
 }
+
+// DecisionResult answers the replay and discard updates: the decision
+// taken, and where the group stands after it.
+type DecisionResult struct {
+	Decision
+	Group  string `json:"group"`
+	State  State  `json:"state"`  // parked while any change is
+	Parked int    `json:"parked"` // changes of the group still parked
+	// StillParked are the changes the decision named that are still
+	// parked after it: a replay that failed again (their errors are in the
+	// status query).
+	StillParked []string `json:"still_parked,omitempty"`
+}
+
+// Failed reports whether the decision left a change it named parked, or
+// could not be recorded.
+func (r DecisionResult) Failed() bool { return len(r.StillParked) > 0 || r.Error != "" }
 
 // ReplayInput is the input of the ReplayChanges activity: the changes to
 // replay, and a corrected row image for the one change named.

@@ -116,6 +116,26 @@ func (s *Store) Messages(ctx context.Context, ids []string) (map[string][]byte, 
 	return out, nil
 }
 
+// FailedAgain records replays that failed: each change's attempts grow by
+// one and its error and last failure are the replay's, so that the row
+// tells what the workflow's status does.
+func (s *Store) FailedAgain(ctx context.Context, failed []cdc.ReplayResult) error {
+	if len(failed) == 0 {
+		return nil
+	}
+	ids, classes, errs := make([]string, len(failed)), make([]string, len(failed)), make([]string, len(failed))
+	for i, f := range failed {
+		ids[i], classes[i], errs[i] = f.ID, string(f.ErrorClass), f.Error
+	}
+	if _, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters d
+		SET attempts = d.attempts + 1, error_class = f.class, error = f.error, last_failed_at = now()
+		FROM unnest($1::text[], $2::text[], $3::text[]) AS f(id, class, error)
+		WHERE d.id = f.id AND d.state = 'parked'`, ids, classes, errs); err != nil {
+		return fmt.Errorf("record %d failed replays: %w", len(failed), err)
+	}
+	return nil
+}
+
 // Settle records the decisions taken on parked changes.
 func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
 	var ids, states, outcomes []string
