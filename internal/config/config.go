@@ -17,10 +17,15 @@ import (
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
-// Temporal locates the Temporal service.
-type Temporal struct {
+// TemporalClient locates the Temporal service.
+type TemporalClient struct {
 	Address   string `envconfig:"TEMPORAL_ADDRESS" default:"127.0.0.1:7233" desc:"Temporal frontend host:port"`
 	Namespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+}
+
+// Temporal locates the Temporal service and cdcflow's task queue.
+type Temporal struct {
+	TemporalClient
 	TaskQueue string `envconfig:"CDCFLOW_TASK_QUEUE" default:"cdcflow-apply" desc:"task queue of the apply workflows"`
 }
 
@@ -204,8 +209,8 @@ var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 func within(n, lo, hi int) bool { return n >= lo && n <= hi }
 
 // LoadTemporal reads only where Temporal is, for tools that need no more.
-func LoadTemporal() (Temporal, error) {
-	var c Temporal
+func LoadTemporal() (TemporalClient, error) {
+	var c TemporalClient
 	return c, Process(&c)
 }
 

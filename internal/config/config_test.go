@@ -13,7 +13,7 @@ import (
 // TestSettings: the defaults, and values read from the environment.
 func TestSettings(t *testing.T) {
 	service := Service{
-		Temporal: Temporal{Address: "127.0.0.1:7233", Namespace: "default", TaskQueue: "cdcflow-apply"},
+		Temporal: Temporal{TemporalClient: TemporalClient{Address: "127.0.0.1:7233", Namespace: "default"}, TaskQueue: "cdcflow-apply"},
 		Conn:     kafkax.Conn{Brokers: []string{"127.0.0.1:9092"}, Topic: "cdcflow.changes"},
 	}
 	t.Run("starter", func(t *testing.T) {

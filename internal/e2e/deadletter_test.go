@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -375,16 +376,30 @@ func (p *pipeline) bulkDecisions(check, poisonID, poisonGroup string) {
 	}
 	p.produceRaw(insertEvent(1004, 1004, -1, "public.employees"), insertEvent(1005, 1005, -2, "public.employees"))
 	groups := []string{p.waitDeadLetter("dlq-1004", "parked").group, p.waitDeadLetter("dlq-1005", "parked").group}
-	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
-		t.Fatal(err)
-	}
 	filter := []string{"-table", "public.employees", "-class", "ConstraintViolation", "-since", time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)}
 	groups = slices.Compact(groups) // one batch or two
 	eventually(t, time.Minute, "dlq list to find both", func() (bool, string) {
 		out, err := p.dlqCommand(append([]string{"list"}, filter...)...)
 		return err == nil && strings.Contains(out, fmt.Sprintf("%d dead letter groups matched", len(groups))), out
 	})
-	if out, err := p.dlqCommand(append([]string{"replay"}, filter...)...); err != nil || !strings.Contains(out, "replay "+groups[0]) {
+	// The list says what each group is; a replay before the cause is fixed
+	// fails again, says so, exits 1, and the rows record the new attempt.
+	out, err := p.dlqCommand(append([]string{"list"}, filter...)...)
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(groups[0]) + ` +public\.employees +ConstraintViolation +[12] +\d+s ago +.*salary_not_negative`).MatchString(out) {
+		t.Fatalf("dlq list shows no table, class, count, age and error of %s: %v\n%s", groups[0], err, out)
+	}
+	out, err = p.dlqCommand(append([]string{"replay"}, filter...)...)
+	if err == nil || !strings.Contains(out, "still parked: dlq-1004") || !strings.Contains(out, "replay left changes parked in") {
+		t.Fatalf("dlq replay before the fix: %v, want exit status 1 and the changes still parked\n%s", err, out)
+	}
+	var attempts int
+	if err := p.dest.QueryRow(ctx, `SELECT attempts FROM cdcflow.dead_letters WHERE id = 'dlq-1004'`).Scan(&attempts); err != nil || attempts != 4 {
+		t.Fatalf("dead_letters attempts of dlq-1004 after a failed replay: %d (%v), want 4", attempts, err)
+	}
+	if _, err := p.dest.Exec(ctx, `ALTER TABLE employees DROP CONSTRAINT salary_not_negative`); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := p.dlqCommand(append([]string{"replay"}, filter...)...); err != nil || !strings.Contains(out, "replay "+groups[0]+": ") {
 		t.Fatalf("dlq replay: %v\n%s", err, out)
 	}
 	p.waitDeadLetter("dlq-1004", "replayed")

@@ -50,7 +50,7 @@ func Settings[T any](name, about string, args []string, out io.Writer, load func
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprintf(out, "%s: %s\n\nUsage: %s [-h]\n\nEnvironment variables:\n\n", name, about, name)
-			if err := usage(out, &spec); err != nil {
+			if err := Variables(out, &spec); err != nil {
 				return spec, err
 			}
 			return spec, ErrHelp
@@ -96,8 +96,9 @@ func Start(ctx context.Context, l config.Log) (*slog.Logger, error) {
 	return log, nil
 }
 
-// usage writes one line per variable of spec: name, type, default, meaning.
-func usage(out io.Writer, spec any) error {
+// Variables writes one line per variable of spec (a pointer to an
+// envconfig struct): name, type, default, meaning.
+func Variables(out io.Writer, spec any) error {
 	tw := tabwriter.NewWriter(out, 1, 0, 2, ' ', 0)
 	if err := envconfig.Usagef("", spec, tw, usageFormat); err != nil {
 		return err

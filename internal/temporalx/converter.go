@@ -6,6 +6,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"time"
 
 	"github.com/klauspost/compress/zlib"
 	commonpb "go.temporal.io/api/common/v1"
@@ -104,7 +106,14 @@ func (largePayloadCodec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Paylo
 }
 
 // Dial connects to Temporal with cdcflow's data converter, logging through log.
+// When nothing listens at address it says so at once, rather than after the
+// client's health check timed out.
 func Dial(ctx context.Context, address, namespace string, log *slog.Logger) (client.Client, error) {
+	probe, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS): %w; is the server running, and is TEMPORAL_ADDRESS its frontend's host:port?", address, err)
+	}
+	probe.Close()
 	c, err := client.DialContext(ctx, client.Options{
 		HostPort:      address,
 		Namespace:     namespace,
