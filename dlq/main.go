@@ -98,7 +98,9 @@ func help(out io.Writer) error {
 	return program.ErrHelp
 }
 
-func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help" }
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) > 0 && isHelp(args[0]) {
