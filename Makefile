@@ -39,7 +39,7 @@ $(WORKFLOWCHECK):
 
 ## build: compile the programs into bin/
 build:
-	$(GO) build -o bin/ ./worker ./starter ./capture ./dlq ./devstack
+	$(GO) build -o bin/ ./worker ./starter ./capture ./dlq ./codec ./devstack
 
 ## test: every test, with the race detector, against real PostgreSQL, Temporal and a Kafka-protocol broker
 test: tools fmt-check
