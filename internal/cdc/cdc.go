@@ -55,7 +55,7 @@ type BatchInput struct {
 	FirstOffset int64    `json:"first_offset"`
 	LastOffset  int64    `json:"last_offset"`
 	EventCount  int      `json:"event_count"`
-	Offsets     []int64  `json:"offsets,omitempty"` // Kafka offset of each event
+	Offsets     Offsets  `json:"offsets,omitempty"` // Kafka offset of each event, written as ranges
 	Poison      []Poison `json:"poison,omitempty"`
 	// Claims name the chunk messages of the batch's manifests, so that the
 	// worker reads the full events from the topic; their bytes never travel
