@@ -33,6 +33,7 @@ var (
 	searchTable      = temporal.NewSearchAttributeKeyKeyword(cdc.SearchTable)
 	searchErrorClass = temporal.NewSearchAttributeKeyKeyword(cdc.SearchErrorClass)
 	searchState      = temporal.NewSearchAttributeKeyKeyword(cdc.SearchState)
+	searchOutcome    = temporal.NewSearchAttributeKeyKeyword(cdc.SearchOutcome)
 )
 
 // Activities are run through method references of nil structs: the worker
@@ -111,7 +112,7 @@ func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cd
 		if err != nil {
 			return b.summary, err
 		}
-		return b.summary, b.park(ctx, append(parked, records...))
+		return b.summary, b.close(ctx, append(parked, records...))
 	}
 	failed, err := b.applyWithRetries(ctx, events)
 	if err != nil {
@@ -121,7 +122,22 @@ func ApplyBatch(ctx workflow.Context, in cdc.BatchInput, events event.Batch) (cd
 	if err != nil {
 		return b.summary, err
 	}
-	return b.summary, b.park(ctx, append(parked, records...))
+	return b.summary, b.close(ctx, append(parked, records...))
+}
+
+// close parks the batch's failed changes, then records its outcome.
+func (b *batch) close(ctx workflow.Context, records []cdc.DeadLetterRecord) error {
+	if err := b.park(ctx, records); err != nil {
+		return err
+	}
+	if !b.in.SetOutcome {
+		return nil
+	}
+	outcome := cdc.OutcomeApplied
+	if b.summary.Failed > 0 {
+		outcome = cdc.OutcomeParked
+	}
+	return workflow.UpsertTypedSearchAttributes(ctx, searchOutcome.ValueSet(outcome))
 }
 
 // batch is the state of one ApplyBatch run.

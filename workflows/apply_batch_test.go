@@ -3,6 +3,7 @@ package workflows
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -365,5 +366,49 @@ func TestApplyBatchParksAChangeDeliveredTwiceOnce(t *testing.T) {
 	}
 	if got.Failed != 2 || len(*parked) != 1 || (*parked)[0].ID != "dlq-7" || (*parked)[0].Offset != 4 {
 		t.Fatalf("summary %+v, parked %+v; want 2 failed and dlq-7 parked once", got, *parked)
+	}
+}
+
+// TestApplyBatchRecordsItsOutcome: a batch the starter asks to (the server
+// has the attribute) records applied or parked in CdcOutcome as it closes;
+// one not asked records nothing.
+func TestApplyBatchRecordsItsOutcome(t *testing.T) {
+	for _, c := range []struct {
+		name       string
+		setOutcome bool
+		failed     bool
+		want       string // "" for no upsert
+	}{
+		{"applied", true, false, cdc.OutcomeApplied},
+		{"parked", true, true, cdc.OutcomeParked},
+		{"not asked", false, true, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := newEnv(t)
+			parkedRecords(env)
+			events := batchOf(t, 2)
+			outcome := cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 2}}
+			if c.failed {
+				outcome = cdc.ApplyOutcome{Counts: cdc.Counts{Applied: 1}, Failed: []cdc.FailedEvent{{Index: 1, ActionID: 2, ErrorClass: cdc.ClassInvalidEvent}}}
+			}
+			env.OnActivity(apply.ApplyEvents, mock.Anything, events, []int(nil), noClaims).Return(outcome, nil).Once()
+			var upserts []string
+			env.OnUpsertTypedSearchAttributes(mock.Anything).Run(func(args mock.Arguments) {
+				if v, ok := args.Get(0).(temporal.SearchAttributes).GetKeyword(temporal.NewSearchAttributeKeyKeyword(cdc.SearchOutcome)); ok {
+					upserts = append(upserts, v)
+				}
+			}).Return(nil).Maybe()
+			env.ExecuteWorkflow(cdc.WorkflowApplyBatch, cdc.BatchInput{Topic: "t", EventCount: 2, SetOutcome: c.setOutcome}, events)
+			if err := env.GetWorkflowError(); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if c.want != "" {
+				want = []string{c.want}
+			}
+			if !slices.Equal(upserts, want) {
+				t.Fatalf("CdcOutcome set to %v, want %v", upserts, want)
+			}
+		})
 	}
 }

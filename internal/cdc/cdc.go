@@ -72,6 +72,10 @@ type BatchInput struct {
 	// without completing too often, parks every event of the batch for a
 	// person instead of applying it.
 	ParkReason string `json:"park_reason,omitempty"`
+	// SetOutcome has the workflow record its outcome in the SearchOutcome
+	// search attribute when it closes: the starter sets it when the server
+	// has that attribute.
+	SetOutcome bool `json:"set_outcome,omitempty"`
 }
 
 // Claim locates the full event of a manifest: the manifest is the batch's

@@ -178,5 +178,22 @@ const (
 	SearchState      = "CdcState"
 )
 
+// Search attributes of ApplyBatch workflows: the tables a batch writes
+// (KeywordList), its partition (Int), and once it closed its outcome
+// (Keyword: OutcomeApplied or OutcomeParked). The starter sets them only
+// when the server has them, so a server without them still runs batches.
+const (
+	SearchTables    = "CdcTables"
+	SearchPartition = "CdcPartition"
+	SearchOutcome   = "CdcOutcome"
+)
+
+// Batch outcomes, the values of SearchOutcome.
+const (
+	OutcomeApplied = "applied" // every change applied (or found applied, or superseded)
+	OutcomeParked  = "parked"  // some changes were parked as dead letters
+)
+
 // SearchAttributes lists the search attributes cdcflow uses, name -> type.
-var SearchAttributes = map[string]string{SearchTable: "Keyword", SearchErrorClass: "Keyword", SearchState: "Keyword"}
+var SearchAttributes = map[string]string{SearchTable: "Keyword", SearchErrorClass: "Keyword", SearchState: "Keyword",
+	SearchTables: "KeywordList", SearchPartition: "Int", SearchOutcome: "Keyword"}

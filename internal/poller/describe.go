@@ -1,0 +1,151 @@
+package poller
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cdcflow/cdcflow/internal/cdc"
+	"github.com/cdcflow/cdcflow/internal/event"
+)
+
+// change is what the Web UI is told of one change of a batch.
+type change struct {
+	table     string
+	op        event.Op
+	committed time.Time
+	large     bool // a manifest: its row image is read from its chunks
+}
+
+// tableCount is the changes of a batch to one table, by operation.
+type tableCount struct {
+	table                                       string
+	inserts, updates, deletes, truncates, total int
+}
+
+// description is how a batch's workflow explains itself in the Web UI: a
+// summary line in the workflow list, details in Markdown on its page, and
+// the tables it writes, for the CdcTables search attribute.
+type description struct {
+	summary, details string
+	tables           []string
+}
+
+// summaryTables is how many tables the summary names before "and N more".
+const summaryTables = 3
+
+// describe explains the batch of partition of topic whose messages are at
+// offsets: its changes, and poison undecodable messages.
+func describe(topic string, partition int, offsets cdc.Offsets, changes []change, poison int) description {
+	counts := map[string]*tableCount{}
+	var first, last time.Time
+	large := 0
+	for _, c := range changes {
+		tc := counts[c.table]
+		if tc == nil {
+			tc = &tableCount{table: c.table}
+			counts[c.table] = tc
+		}
+		tc.total++
+		switch c.op {
+		case event.OpInsert:
+			tc.inserts++
+		case event.OpUpdate:
+			tc.updates++
+		case event.OpDelete:
+			tc.deletes++
+		case event.OpTruncate:
+			tc.truncates++
+		}
+		if c.large {
+			large++
+		}
+		if !c.committed.IsZero() && (first.IsZero() || c.committed.Before(first)) {
+			first = c.committed
+		}
+		if c.committed.After(last) {
+			last = c.committed
+		}
+	}
+	byTable := make([]*tableCount, 0, len(counts))
+	for _, tc := range counts {
+		byTable = append(byTable, tc)
+	}
+	// The busiest tables first, then by name.
+	slices.SortFunc(byTable, func(a, b *tableCount) int {
+		return cmp.Or(cmp.Compare(b.total, a.total), strings.Compare(a.table, b.table))
+	})
+	var d description
+	for _, tc := range byTable {
+		d.tables = append(d.tables, tc.table)
+	}
+	slices.Sort(d.tables)
+	ranges := offsets.String()
+
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s", plural(len(changes), "change"))
+	for i, tc := range byTable {
+		switch {
+		case i == 0:
+			fmt.Fprintf(&s, " to %s", tc.table)
+		case i == summaryTables:
+			fmt.Fprintf(&s, " and %d more", len(byTable)-summaryTables)
+		case i > summaryTables:
+			continue
+		default:
+			fmt.Fprintf(&s, ", %s", tc.table)
+		}
+		if len(byTable) > 1 && i < summaryTables {
+			fmt.Fprintf(&s, " (%d)", tc.total)
+		}
+	}
+	if poison > 0 {
+		fmt.Fprintf(&s, ", %s", plural(poison, "undecodable message"))
+	}
+	fmt.Fprintf(&s, " · partition %d · offsets %s", partition, shortRanges(offsets))
+	d.summary = s.String()
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "**%s** from partition %d of `%s`", plural(len(changes), "change"), partition, topic)
+	if poison > 0 {
+		fmt.Fprintf(&b, " and %s (parked at once)", plural(poison, "undecodable message"))
+	}
+	fmt.Fprintf(&b, ".\n\nOffsets: %s\n\n", ranges)
+	if len(byTable) > 0 {
+		b.WriteString("| table | inserts | updates | deletes | truncates |\n| --- | ---: | ---: | ---: | ---: |\n")
+		for _, tc := range byTable {
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %d |\n", tc.table, tc.inserts, tc.updates, tc.deletes, tc.truncates)
+		}
+		b.WriteString("\n")
+	}
+	if !first.IsZero() {
+		fmt.Fprintf(&b, "Committed on the source from %s to %s.\n\n", first.UTC().Format(time.RFC3339Nano), last.UTC().Format(time.RFC3339Nano))
+	}
+	if large > 0 {
+		fmt.Fprintf(&b, "%s read from their chunks on the topic when applied.\n\n", plural(large, "large change"))
+	}
+	b.WriteString("The input's events are the changes as published; the result counts what became of them. " +
+		"A change that failed is parked as a dead letter: see the DeadLetter workflows this batch started.\n")
+	d.details = b.String()
+	return d
+}
+
+// shortRanges is the offsets' span, first-last.
+func shortRanges(o cdc.Offsets) string {
+	switch len(o) {
+	case 0:
+		return "none"
+	case 1:
+		return fmt.Sprint(o[0])
+	}
+	return fmt.Sprintf("%d-%d", o[0], o[len(o)-1])
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
