@@ -87,8 +87,11 @@ chaos: tools
 	cd internal/e2e && set -o pipefail && CDCFLOW_CHAOS_RUNS=$(CHAOS_RUNS) CDCFLOW_CHAOS_SEED=$(CHAOS_SEED) $(GO) test -run '^TestChaos$$' -count=1 -timeout 0 -v . | grep --line-buffered -E '^(chaos:|runs |--- FAIL|FAIL|ok)'
 
 ## fuzz: fuzz the change-event decoder for a minute
+# New inputs are not minimized (-fuzzminimizetime 0): minimizing each one
+# stalls the count at "0/sec" for up to a minute, and a failing input is
+# saved under testdata/fuzz as found, to be rerun with go test -run.
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s ./internal/event
+	$(GO) test -run '^$$' -fuzz FuzzDecode -fuzztime 60s -fuzzminimizetime 0 ./internal/event
 
 ## run: the whole pipeline on local embedded services, in the foreground until Ctrl-C
 run: tools build
