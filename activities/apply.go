@@ -41,6 +41,9 @@ type Apply struct {
 	Applier BatchApplier
 	Chunks  ChunkFetcher   // reads the chunks of large changes
 	Metrics *metrics.Apply // nil records nothing
+	// Health is told whether the destination answered each apply
+	// (metrics.DepDestination); nil: not.
+	Health *metrics.Health
 }
 
 // ApplyEvents applies the batch (or, when only is not empty, the events at
@@ -109,12 +112,15 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 	if len(events) > 0 {
 		start := time.Now()
 		counts, failed, err = a.Applier.ApplyIsolating(ctx, events)
-		a.Metrics.Batch(ctx, time.Since(start))
+		committed := time.Now()
+		a.Metrics.Batch(ctx, committed.Sub(start))
+		a.Health.Set(metrics.DepDestination, err)
 		if err != nil {
 			a.Metrics.Error(ctx, cdc.ClassTransient)
 			activity.GetLogger(ctx).Warn("apply batch failed, will retry", "attempt", activity.GetInfo(ctx).Attempt, "error", err)
 			return cdc.ApplyOutcome{}, err
 		}
+		a.latencies(ctx, events, failed, committed)
 		for i := range failed {
 			f := &failed[i]
 			f.Index = at[f.Index] // position in the whole batch
@@ -128,6 +134,28 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 		a.Metrics.Error(ctx, f.ErrorClass)
 	}
 	return out, nil
+}
+
+// latencies records the replication latency of each event the destination
+// committed at committed: all but the failed (indexes into events).
+func (a *Apply) latencies(ctx context.Context, events []event.Event, failed []cdc.FailedEvent, committed time.Time) {
+	if a.Metrics == nil {
+		return
+	}
+	var skip []bool
+	if len(failed) > 0 {
+		skip = make([]bool, len(events))
+		for _, f := range failed {
+			if f.Index >= 0 && f.Index < len(events) {
+				skip[f.Index] = true
+			}
+		}
+	}
+	for i := range events {
+		if skip == nil || !skip[i] {
+			a.Metrics.Latency(ctx, events[i].CommitTime, committed)
+		}
+	}
 }
 
 // claimError is a claim that reading again cannot resolve.

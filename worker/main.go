@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -32,6 +33,13 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Ready once the destination answered and the Temporal worker runs,
+	// until an apply cannot reach the destination or the worker fails.
+	health := metrics.NewHealth(metrics.DepDestination, metrics.DepTemporal)
+	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, health, log)
+	if err != nil {
+		return err
+	}
 
 	if cfg.Migrate {
 		if err := db.Migrate(ctx, cfg.DestDSN, migrations.DestFS()); err != nil {
@@ -48,14 +56,11 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	health.Set(metrics.DepDestination, nil)
 	// The DLQ topic should be created with the change topic; where the
 	// broker allows it, the first dead letter creates it.
 	dlq := kafkax.NewWriter(cfg.Brokers, cfg.DLQTopic, kafkax.WriterOptions{AutoCreateTopic: true})
 	defer dlq.Close()
-	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, log)
-	if err != nil {
-		return err
-	}
 	m, err := metrics.NewApply(mp)
 	if err != nil {
 		return err
@@ -66,13 +71,14 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer tc.Close()
-	w := worker.New(tc, cfg.TaskQueue, worker.Options{MaxConcurrentActivityExecutionSize: cfg.Activities})
+	w := worker.New(tc, cfg.TaskQueue, worker.Options{MaxConcurrentActivityExecutionSize: cfg.Activities,
+		OnFatalError: func(err error) { health.Set(metrics.DepTemporal, fmt.Errorf("the Temporal worker stopped: %w", err)) }})
 	workflows.Register(w)
 	// Large changes travel as chunks in the change topic; the apply reads
 	// them from there by the offsets the starter claimed, and parking reads
 	// them to record the full change.
 	chunks := kafkax.NewChunkReader(cfg.Brokers)
-	w.RegisterActivity(&activities.Apply{Applier: apl, Chunks: chunks, Metrics: m})
+	w.RegisterActivity(&activities.Apply{Applier: apl, Chunks: chunks, Metrics: m, Health: health})
 	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Chunks: chunks, Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
@@ -107,9 +113,11 @@ func run(ctx context.Context, args []string) error {
 	if source != nil {
 		go startSnapshots(ctx, tc, source, cfg.TaskQueue, cfg.SnapshotChunkPages, cfg.SnapshotParallel, cfg.SnapshotPoll, log)
 	}
+	health.Set(metrics.DepTemporal, nil)
 	log.Info("worker started", "task_queue", cfg.TaskQueue, "temporal", cfg.Address, "tables", cfg.Tables, "dlq_topic", cfg.DLQTopic,
 		"copies_snapshots", source != nil)
 	<-ctx.Done()
+	health.Set(metrics.DepTemporal, errors.New("the worker is stopping"))
 	w.Stop()
 	log.Info("worker stopped")
 	return nil

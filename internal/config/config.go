@@ -33,6 +33,9 @@ type Temporal struct {
 type Log struct {
 	Level     slog.Level `envconfig:"CDCFLOW_LOG_LEVEL" default:"info" desc:"log level: debug, info, warn or error"`
 	PprofAddr string     `envconfig:"CDCFLOW_PPROF_ADDR" desc:"serve Go's pprof profiles on this host:port (off when empty)"`
+	// MetricsAddr serves capture's, the starter's and the worker's metrics
+	// and health; see metrics.Serve.
+	MetricsAddr string `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics, liveness at /healthz and readiness at /readyz (off when empty)"`
 }
 
 // Service is what every long-running program that speaks to Temporal and
@@ -67,7 +70,6 @@ type Worker struct {
 	RedeliveryHorizon time.Duration `envconfig:"CDCFLOW_REDELIVERY_HORIZON" default:"168h" desc:"how long a change may be redelivered (longer than the change topic's retention): older idempotency records and tombstones are pruned"`
 	MaxRedrives       int           `envconfig:"CDCFLOW_MAX_REDRIVES" default:"5" desc:"runs of a batch that closed without completing before its events are parked instead"`
 	DLQTopic          string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
-	MetricsAddr       string        `envconfig:"CDCFLOW_METRICS_ADDR" desc:"serve Prometheus metrics at http://host:port/metrics (off when empty)"`
 	// Snapshots: the rows tables held when their log-based capture began
 	// are copied by workers that can read the source.
 	SourceDSN          string        `envconfig:"CDCFLOW_SOURCE_DSN" desc:"source PostgreSQL connection string, to copy the snapshots log-based capture asks for (this worker copies none when empty; give it to every worker)"`

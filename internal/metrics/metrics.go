@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,9 +21,16 @@ import (
 	"github.com/cdcflow/cdcflow/internal/cdc"
 )
 
-// Serve exports metrics at http://addr/metrics until ctx ends, and returns
-// the meter provider to record them with. An empty addr records nothing.
-func Serve(ctx context.Context, addr string, log *slog.Logger) (metric.MeterProvider, error) {
+// Serve exports metrics at http://addr/metrics, and answers liveness at
+// /healthz (200 while the process runs) and readiness at /readyz (200 when
+// every dependency of health answered last, else 503), until ctx ends. It
+// returns the meter provider to record the metrics with. An empty addr
+// serves nothing and records nothing.
+//
+// Metric names follow one convention: cdcflow.<area>.<what> with a unit,
+// which the exporter turns into cdcflow_<area>_<what>_<unit>, with _total
+// for counters (a unit in braces, such as {change}, adds no suffix).
+func Serve(ctx context.Context, addr string, health *Health, log *slog.Logger) (metric.MeterProvider, error) {
 	if addr == "" {
 		return noop.NewMeterProvider(), nil
 	}
@@ -35,9 +43,7 @@ func Serve(ctx context.Context, addr string, log *slog.Logger) (metric.MeterProv
 	if err != nil {
 		return nil, fmt.Errorf("metrics listener: %w", err)
 	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: handler(reg, health), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
@@ -47,9 +53,22 @@ func Serve(ctx context.Context, addr string, log *slog.Logger) (metric.MeterProv
 	return sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)), nil
 }
 
+// handler serves /metrics from reg, /healthz and /readyz of health.
+func handler(reg *prometheus.Registry, health *Health) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", healthz)
+	mux.HandleFunc("/readyz", health.readyz)
+	return mux
+}
+
 // DurationBuckets are the bucket boundaries, in seconds, of the duration
 // histograms: from 5 ms to a minute.
 var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// LatencyBuckets are the bucket boundaries, in seconds, of the replication
+// latency: DurationBuckets, then up to an hour, for a pipeline catching up.
+var LatencyBuckets = slices.Concat(DurationBuckets, []float64{120, 300, 600, 1800, 3600})
 
 // Apply holds the apply path's instruments.
 type Apply struct {
@@ -58,6 +77,7 @@ type Apply struct {
 	deadLetters metric.Int64Counter
 	duration    metric.Float64Histogram
 	redriven    metric.Int64Counter
+	latency     metric.Float64Histogram
 }
 
 // NewApply creates the apply path's instruments.
@@ -80,6 +100,11 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 	if a.duration, err = m.Float64Histogram("cdcflow.apply.batch.duration", metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(DurationBuckets...),
 		metric.WithDescription("Time to apply one batch, failed attempts included.")); err != nil {
+		return nil, err
+	}
+	if a.latency, err = m.Float64Histogram("cdcflow.apply.latency", metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(LatencyBuckets...),
+		metric.WithDescription("Time from a change's commit on the source to the commit of the destination transaction that applied it (clocks of two machines: skew shows here), one per change committed; a change delivered again is counted again.")); err != nil {
 		return nil, err
 	}
 	if a.redriven, err = m.Int64Counter("cdcflow.batches.redriven",
@@ -138,6 +163,15 @@ func (a *Apply) DeadLetter(ctx context.Context, class cdc.ErrorClass) {
 
 func errorClass(c cdc.ErrorClass) attribute.KeyValue {
 	return attribute.String("error_class", string(c))
+}
+
+// Latency records, for one change committed at the destination at
+// committed, how long after its commit on the source that was (0 when the
+// clocks disagree).
+func (a *Apply) Latency(ctx context.Context, source, committed time.Time) {
+	if a != nil && !source.IsZero() {
+		a.latency.Record(ctx, max(0, committed.Sub(source).Seconds()))
+	}
 }
 
 // Batch records how long applying a batch took.
