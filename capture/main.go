@@ -14,6 +14,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/db"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/internal/wal"
 	"github.com/cdcflow/cdcflow/migrations"
@@ -33,6 +34,17 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Ready once the source and Kafka answered, until reading the source
+	// or publishing fails.
+	health := metrics.NewHealth(metrics.DepSource, metrics.DepKafka)
+	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, health, log)
+	if err != nil {
+		return err
+	}
+	m, err := metrics.NewCapture(mp, cfg.Tables)
+	if err != nil {
+		return err
+	}
 	if cfg.Migrate {
 		if err := db.Migrate(ctx, cfg.SourceDSN, migrations.SourceFS()); err != nil {
 			return fmt.Errorf("migrate source: %w", err)
@@ -48,6 +60,7 @@ func run(ctx context.Context, args []string) error {
 	// (kafka-go), so a step of CDCFLOW_CAPTURE_BATCH changes goes as several.
 	writer := kafkax.NewWriter(cfg.Brokers, cfg.Topic, kafkax.WriterOptions{BatchSize: min(cfg.BatchSize, writerBatch)})
 	defer writer.Close()
+	go pingKafka(ctx, cfg.Brokers, cfg.Topic, cfg.ReportEvery, health)
 
 	ccfg := capture.Config{
 		Tables:         cfg.Tables,
@@ -57,6 +70,8 @@ func run(ctx context.Context, args []string) error {
 		PublishGrace:   10 * time.Second,
 		MaxChangeBytes: cfg.MaxChangeBytes,
 		NoSnapshot:     cfg.Snapshot == "never",
+		Metrics:        m,
+		Health:         health,
 		Newest: func(ctx context.Context, source string) (event.Event, bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
@@ -88,4 +103,28 @@ func run(ctx context.Context, args []string) error {
 	err = c.Run(ctx)
 	log.Info("capture stopped", "published", c.Published())
 	return err
+}
+
+// pingKafka asks Kafka for the topic whenever capture has not written to it
+// for every, so that readiness says Kafka answered recently while the
+// source is quiet too.
+func pingKafka(ctx context.Context, brokers []string, topic string, every time.Duration, health *metrics.Health) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if health.Quiet(metrics.DepKafka, every) {
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := kafkax.Ping(pctx, brokers, topic)
+			cancel()
+			if ctx.Err() != nil {
+				return
+			}
+			health.Set(metrics.DepKafka, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 )
 
 // Config is what capture needs.
@@ -53,6 +54,12 @@ type Config struct {
 	// tables hold when their capture begins (see Logical): for a
 	// destination loaded otherwise.
 	NoSnapshot bool
+	// Metrics counts what is published and records the backlog at each
+	// report; nil records nothing.
+	Metrics *metrics.Capture
+	// Health is told how reading the source (metrics.DepSource) and
+	// publishing to Kafka (metrics.DepKafka) went; nil: not.
+	Health *metrics.Health
 }
 
 // Publisher is the part of a Kafka writer capture uses.
@@ -213,6 +220,7 @@ func (c *Capture) Step(ctx context.Context) (int, error) {
 	}
 	c.published += int64(len(ids))
 	c.parked += int64(len(parked.ids))
+	c.count(ctx, events)
 	return len(ids), nil
 }
 
@@ -292,12 +300,48 @@ func (c *Capture) publish(ctx context.Context, msgs []kafka.Message) error {
 	}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.PublishGrace)
 	defer cancel()
-	return c.pub.WriteMessages(pctx, msgs...)
+	err := c.pub.WriteMessages(pctx, msgs...)
+	c.cfg.Health.Set(metrics.DepKafka, err)
+	if err != nil {
+		c.cfg.Metrics.PublishError(ctx)
+		return &publishError{err}
+	}
+	return nil
+}
+
+// publishError is a Kafka write that failed: Kafka's failure, not the
+// source's.
+type publishError struct{ err error }
+
+func (e *publishError) Error() string { return e.err.Error() }
+func (e *publishError) Unwrap() error { return e.err }
+
+// count counts the published events by table, one Add per run of a table.
+func (c *Capture) count(ctx context.Context, events []event.Event) {
+	if c.cfg.Metrics == nil {
+		return
+	}
+	for i := 0; i < len(events); {
+		j := i + 1
+		for j < len(events) && events[j].Table == events[i].Table {
+			j++
+		}
+		c.cfg.Metrics.Published(ctx, events[i].Table, j-i)
+		i = j
+	}
 }
 
 // read reads the next outbox rows, at most c.limit and about ReadBytes of
 // row images, and adapts the limit of the next read.
 func (c *Capture) read(ctx context.Context) ([]event.Event, error) {
+	events, err := c.readOutbox(ctx)
+	if ctx.Err() == nil {
+		c.cfg.Health.Set(metrics.DepSource, err)
+	}
+	return events, err
+}
+
+func (c *Capture) readOutbox(ctx context.Context) ([]event.Event, error) {
 	rows, err := c.pool.Query(ctx, c.readSQL, c.limit)
 	if err != nil {
 		return nil, fmt.Errorf("read outbox: %w", err)
@@ -421,6 +465,7 @@ func (c *Capture) report(ctx context.Context) {
 		c.log.Warn("read outbox backlog", "error", err)
 		return
 	}
+	c.cfg.Metrics.Outbox(ctx, n, age)
 	c.log.Info("capture progress", "published", c.published, "parked", c.parked, "backlog", n, "oldest", age.Round(time.Millisecond))
 }
 

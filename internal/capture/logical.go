@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 	"github.com/cdcflow/cdcflow/internal/wal"
 )
 
@@ -107,6 +108,9 @@ func (l *Logical) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if pe := (*publishError)(nil); !errors.As(err, &pe) {
+			l.c.cfg.Health.Set(metrics.DepSource, err)
+		}
 		l.c.log.Warn("log-based capture failed, retrying", "error", err, "backoff", backoff)
 		select {
 		case <-ctx.Done():
@@ -138,6 +142,7 @@ func (l *Logical) run(ctx context.Context) error {
 	l.next = l.saved.action + 1
 	l.through = l.saved.end
 	l.confirmed.Store(uint64(l.saved.end))
+	l.c.cfg.Health.Set(metrics.DepSource, nil) // set up and established: the stream starts
 	return wal.NewStream(l.dsn, l.wal, wal.NewDecoder(l.c.pool, func(table string) bool { return l.allowed[table] })).Run(ctx, l, l.Confirmed)
 }
 
@@ -404,6 +409,7 @@ func (l *Logical) report(ctx context.Context) {
 		l.c.log.Warn("read the slot's health", "error", err)
 		return
 	}
+	l.c.cfg.Metrics.Slot(ctx, h.LagBytes, h.LagSeconds)
 	args := []any{"published", atomic.LoadInt64(&l.c.published), "slot", l.wal.Slot, "slot_lag_bytes", h.LagBytes,
 		"slot_lag_seconds", fmt.Sprintf("%.1f", h.LagSeconds), "wal_status", h.WALStatus}
 	switch {
@@ -440,6 +446,7 @@ func (l *Logical) flush(ctx context.Context) error {
 		}
 		atomic.AddInt64(&l.c.published, int64(len(ids)))
 		l.c.parked += int64(len(parked.ids))
+		l.c.count(ctx, l.pending)
 		l.pending, l.bytes = l.pending[:0], 0
 	}
 	if l.done == l.saved {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -171,4 +172,20 @@ func lastOfPartition(ctx context.Context, broker, topic string, partition, n int
 			return out, nil
 		}
 	}
+}
+
+// Ping asks the brokers for topic's metadata: an error when none answers,
+// or the topic is not there.
+func Ping(ctx context.Context, brokers []string, topic string) error {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("ask Kafka at %s for topic %s: %w", strings.Join(brokers, ","), topic, err)
+	}
+	for _, t := range md.Topics {
+		if t.Name == topic && t.Error != nil {
+			return fmt.Errorf("topic %s: %w", topic, t.Error)
+		}
+	}
+	return nil
 }
