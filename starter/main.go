@@ -7,6 +7,7 @@ import (
 	"context"
 
 	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 	"github.com/cdcflow/cdcflow/internal/poller"
 	"github.com/cdcflow/cdcflow/internal/program"
 	"github.com/cdcflow/cdcflow/internal/temporalx"
@@ -19,11 +20,19 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Ready once it joined the consumer group and Temporal answered, until
+	// either fails.
+	health := metrics.NewHealth(metrics.DepKafka, metrics.DepTemporal)
+	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, health, log)
+	if err != nil {
+		return err
+	}
 	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
 	if err != nil {
 		return err
 	}
 	defer tc.Close()
+	health.Set(metrics.DepTemporal, nil)
 
 	p := poller.New(poller.Config{
 		Conn:           cfg.Conn,
@@ -38,6 +47,10 @@ func run(ctx context.Context, args []string) error {
 		MaxAttempts:    cfg.MaxAttempts,
 		OrderingWindow: cfg.OrderingWindow,
 	}, tc, log)
+	p.Health = health
+	if p.Metrics, err = metrics.NewStarter(mp, p.Partitions); err != nil {
+		return err
+	}
 	log.Info("starter started", "topic", cfg.Topic, "group", cfg.GroupID, "brokers", cfg.Brokers)
 	err = p.Run(ctx)
 	log.Info("starter stopped", "batches_started", p.Stats.BatchesStarted.Load(),

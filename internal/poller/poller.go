@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
+	"github.com/cdcflow/cdcflow/internal/metrics"
 )
 
 // Config is what the poller needs; internal/config fills it from the
@@ -67,6 +69,15 @@ type Poller struct {
 	temporal client.Client
 	log      *slog.Logger
 	Stats    Stats
+	// Metrics records what Stats counts, and the start latency; nil
+	// records nothing. Set it before Run.
+	Metrics *metrics.Starter
+	// Health is told how joining the consumer group and starting
+	// workflows went (metrics.DepKafka, metrics.DepTemporal); nil: not.
+	Health *metrics.Health
+
+	mu         sync.Mutex
+	partitions map[int]*partitionPoller // the partitions read now
 }
 
 // New returns a poller; Run starts it.
@@ -74,7 +85,45 @@ func New(cfg Config, tc client.Client, log *slog.Logger) *Poller {
 	if cfg.StartGrace == 0 {
 		cfg.StartGrace = 10 * time.Second
 	}
-	return &Poller{cfg: cfg, temporal: tc, log: log}
+	return &Poller{cfg: cfg, temporal: tc, log: log, partitions: map[int]*partitionPoller{}}
+}
+
+// lagTimeout bounds the reading of the partitions' high watermarks when
+// the consumer lag is collected.
+const lagTimeout = 2 * time.Second
+
+// Partitions reports, for each partition this poller reads, its consumer
+// lag and its batch workflows running (see metrics.Partitions). The lag is
+// read from the brokers (one request a partition); where that fails, it is
+// the lag when the last message was read.
+func (p *Poller) Partitions(ctx context.Context, report func(partition int, lag, inFlight int64)) {
+	p.mu.Lock()
+	parts := make([]*partitionPoller, 0, len(p.partitions))
+	for _, pp := range p.partitions {
+		parts = append(parts, pp)
+	}
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, lagTimeout)
+	defer cancel()
+	for _, pp := range parts {
+		lag, err := pp.reader.ReadLag(ctx)
+		if err != nil {
+			lag = max(0, pp.reader.Lag())
+		}
+		report(pp.partition, lag, int64(len(pp.inFlight)))
+	}
+}
+
+// reading adds pp to the partitions read now, or with done false removes it.
+func (p *Poller) reading(pp *partitionPoller, done bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case !done:
+		p.partitions[pp.partition] = pp
+	case p.partitions[pp.partition] == pp:
+		delete(p.partitions, pp.partition)
+	}
 }
 
 // Run consumes until ctx is cancelled. Each partition the group assigns to
@@ -107,6 +156,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
 				return nil
 			}
+			p.Health.Set(metrics.DepKafka, fmt.Errorf("join consumer group %s: %w", p.cfg.GroupID, err))
 			p.log.Warn("join consumer group failed, retrying", "group", p.cfg.GroupID, "error", err, "backoff", backoff)
 			select {
 			case <-ctx.Done():
@@ -117,6 +167,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		p.Health.Set(metrics.DepKafka, nil)
 		assigned := gen.Assignments[p.cfg.Topic]
 		parts := make([]int, len(assigned))
 		for i, a := range assigned {
@@ -142,6 +193,7 @@ type partitionPoller struct {
 	gen       *kafka.Generation
 	partition int
 	inFlight  chan struct{} // one token per running workflow
+	reader    *kafka.Reader
 
 	pending  []entry     // read and not yet in a started batch, in offset order
 	events   int         // events and poison in pending: chunks are not events
@@ -208,6 +260,9 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 		pp.p.log.Error("seek partition", "partition", pp.partition, "offset", offset, "error", err)
 		return
 	}
+	pp.reader = reader
+	pp.p.reading(pp, false)
+	defer pp.p.reading(pp, true)
 	for {
 		fctx, fcancel := ctx, context.CancelFunc(func() {})
 		if pp.events > 0 {
@@ -412,6 +467,7 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 		// batch): no workflow to start, only offsets to commit.
 		pp.p.Stats.Messages.Add(int64(len(batch)))
 		pp.p.Stats.OrphanChunks.Add(int64(orphans))
+		pp.p.Metrics.Skipped(ctx, len(batch))
 		pp.commit(in, commit)
 		return true
 	}
@@ -428,11 +484,13 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 	// what was started gets committed: its context ends StartGrace after ctx.
 	sctx, cancel := graceContext(ctx, pp.p.cfg.StartGrace)
 	defer cancel()
+	began := time.Now()
 	run, err := pp.p.start(sctx, id, in, events)
 	if err != nil {
 		<-pp.inFlight // stopped before the start was accepted: nothing to commit
 		return false
 	}
+	pp.p.Metrics.Started(sctx, run == nil, len(batch), len(in.Poison), time.Since(began))
 	pp.p.Stats.Messages.Add(int64(len(batch)))
 	if run == nil {
 		pp.p.Stats.Redelivered.Add(int64(len(batch)))
@@ -522,12 +580,18 @@ func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events
 		actx, cancel := context.WithTimeout(ctx, startAttemptTimeout)
 		run, err := p.temporal.ExecuteWorkflow(actx, opts, cdc.WorkflowApplyBatch, in, events)
 		cancel()
+		var exists *serviceerror.WorkflowExecutionAlreadyStarted
+		answered := err == nil || errors.As(err, &exists)
+		if answered {
+			p.Health.Set(metrics.DepTemporal, nil)
+		} else if ctx.Err() == nil {
+			p.Health.Set(metrics.DepTemporal, fmt.Errorf("start workflow: %w", err))
+		}
 		if err == nil {
 			p.Stats.BatchesStarted.Add(1)
 			return run, nil
 		}
-		var exists *serviceerror.WorkflowExecutionAlreadyStarted
-		if errors.As(err, &exists) {
+		if answered {
 			p.Stats.BatchesExisted.Add(1)
 			p.log.Info("batch already started before", "workflow_id", id)
 			return nil, nil
