@@ -38,6 +38,7 @@ func run(ctx context.Context, args []string) error {
 		Conn:           cfg.Conn,
 		GroupID:        cfg.GroupID,
 		TaskQueue:      cfg.TaskQueue,
+		Namespace:      cfg.Namespace,
 		MaxEvents:      cfg.BatchMaxEvents,
 		MaxBytes:       cfg.BatchMaxBytes,
 		MaxWait:        cfg.BatchMaxWait,

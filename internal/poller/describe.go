@@ -2,6 +2,7 @@ package poller
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,9 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"go.temporal.io/api/operatorservice/v1"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 )
 
 // change is what the Web UI is told of one change of a batch.
@@ -148,4 +152,74 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// searchable is the batch search attributes the server has, found once
+// when the poller starts; an attribute it lacks is left off batches, so
+// that a server without them still runs the pipeline.
+type searchable struct {
+	tables, partition, outcome bool
+}
+
+// batchSearchAttributes asks the server which of the batch search
+// attributes it has, and logs the missing ones with how to add them.
+func (p *Poller) batchSearchAttributes(ctx context.Context) searchable {
+	resp, err := p.temporal.OperatorService().ListSearchAttributes(ctx,
+		&operatorservice.ListSearchAttributesRequest{Namespace: p.cfg.Namespace})
+	if err != nil {
+		p.log.Warn("could not list the server's search attributes: batches are started without theirs", "error", err)
+		return searchable{}
+	}
+	has := func(name string) bool {
+		if _, ok := resp.GetCustomAttributes()[name]; ok {
+			return true
+		}
+		p.log.Warn("search attribute missing: batches are started without it", "name", name,
+			"add_it_with", fmt.Sprintf("temporal operator search-attribute create --name %s --type %s", name, cdc.SearchAttributes[name]))
+		return false
+	}
+	return searchable{tables: has(cdc.SearchTables), partition: has(cdc.SearchPartition), outcome: has(cdc.SearchOutcome)}
+}
+
+var (
+	searchTables    = temporal.NewSearchAttributeKeyKeywordList(cdc.SearchTables)
+	searchPartition = temporal.NewSearchAttributeKeyInt64(cdc.SearchPartition)
+)
+
+// startOptions adds the batch's description to opts: its summary and
+// details, and the search attributes the server has.
+func (s *searchable) startOptions(opts *client.StartWorkflowOptions, in *cdc.BatchInput, d description) {
+	opts.StaticSummary, opts.StaticDetails = d.summary, d.details
+	if s == nil {
+		return
+	}
+	var updates []temporal.SearchAttributeUpdate
+	if s.tables && len(d.tables) > 0 {
+		updates = append(updates, searchTables.ValueSet(d.tables))
+	}
+	if s.partition {
+		updates = append(updates, searchPartition.ValueSet(int64(in.Partition)))
+	}
+	if len(updates) > 0 {
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(updates...)
+	}
+	in.SetOutcome = s.outcome
+}
+
+// describeBatch explains the batch of partition made of entries.
+func (p *Poller) describeBatch(partition int, batch []entry) description {
+	offsets := make(cdc.Offsets, 0, len(batch))
+	changes := make([]change, 0, len(batch))
+	poison := 0
+	for _, e := range batch {
+		offsets = append(offsets, e.offset)
+		switch {
+		case e.chunk:
+		case e.poison != nil:
+			poison++
+		default:
+			changes = append(changes, e.change)
+		}
+	}
+	return describe(p.cfg.Topic, partition, offsets, changes, poison)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ type Config struct {
 	kafkax.Conn
 	GroupID   string
 	TaskQueue string
+	Namespace string // where the poller looks up the batch search attributes
 
 	MaxEvents   int           // cut a batch at this many messages
 	MaxBytes    int           // or before it exceeds this many bytes of message values
@@ -66,6 +68,7 @@ type Stats struct {
 // Poller consumes one topic in a consumer group.
 type Poller struct {
 	cfg      Config
+	search   atomic.Pointer[searchable] // set by Run before any partition is read
 	temporal client.Client
 	log      *slog.Logger
 	Stats    Stats
@@ -136,6 +139,8 @@ func (p *Poller) reading(pp *partitionPoller, done bool) {
 // commit (within StartGrace); batches not yet started are abandoned: their
 // offsets were never committed, so they are read again.
 func (p *Poller) Run(ctx context.Context) error {
+	search := p.batchSearchAttributes(ctx)
+	p.search.Store(&search)
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:               p.cfg.GroupID,
 		Brokers:          p.cfg.Brokers,
@@ -209,6 +214,7 @@ type partitionPoller struct {
 type entry struct {
 	offset  int64
 	value   []byte // an event as received
+	change  change // what the Web UI is told of the event
 	poison  *cdc.Poison
 	chunk   bool
 	claimed bool    // a chunk named by a manifest's claim
@@ -485,7 +491,7 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 	sctx, cancel := graceContext(ctx, pp.p.cfg.StartGrace)
 	defer cancel()
 	began := time.Now()
-	run, err := pp.p.start(sctx, id, in, events)
+	run, err := pp.p.start(sctx, id, in, events, pp.p.describeBatch(pp.partition, batch))
 	if err != nil {
 		<-pp.inFlight // stopped before the start was accepted: nothing to commit
 		return false
@@ -567,7 +573,7 @@ const startAttemptTimeout = 10 * time.Second
 // start starts the workflow, retrying failures (Temporal unreachable or
 // overloaded, for any length of time) with capped backoff until ctx ends. It
 // returns a nil run when the ID was used before.
-func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events event.Batch) (client.WorkflowRun, error) {
+func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events event.Batch, d description) (client.WorkflowRun, error) {
 	opts := client.StartWorkflowOptions{
 		ID:                                       id,
 		TaskQueue:                                p.cfg.TaskQueue,
@@ -575,11 +581,21 @@ func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events
 		WorkflowIDConflictPolicy:                 enums.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 	}
+	p.search.Load().startOptions(&opts, &in, d)
 	backoff := 100 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, startAttemptTimeout)
 		run, err := p.temporal.ExecuteWorkflow(actx, opts, cdc.WorkflowApplyBatch, in, events)
 		cancel()
+		var invalid *serviceerror.InvalidArgument
+		if errors.As(err, &invalid) && opts.TypedSearchAttributes.Size() > 0 && strings.Contains(invalid.Message, "search attribute") {
+			// The server lost an attribute since the poller started: start
+			// without them rather than not at all.
+			p.log.Warn("the server refused a batch's search attributes: starting batches without them", "error", err)
+			p.search.Store(&searchable{})
+			opts.TypedSearchAttributes, in.SetOutcome = temporal.SearchAttributes{}, false
+			continue
+		}
 		var exists *serviceerror.WorkflowExecutionAlreadyStarted
 		answered := err == nil || errors.As(err, &exists)
 		if answered {
@@ -616,7 +632,8 @@ func (p *Poller) sort(partition int, m kafka.Message) (entry, event.Event, kafka
 	if err == nil {
 		var ev event.Event
 		if ev, err = event.Decode(m.Value); err == nil {
-			return entry{offset: m.Offset, value: m.Value}, ev, c
+			return entry{offset: m.Offset, value: m.Value,
+				change: change{table: ev.Table, op: ev.Op, committed: ev.CommitTime, large: ev.Chunks != nil}}, ev, c
 		}
 	}
 	return p.poison(partition, m, err), event.Event{}, c

@@ -289,3 +289,90 @@ func TestIdleWaitGathersWhileABatchRuns(t *testing.T) {
 		t.Fatalf("batches %v, want the two changes that came while the first ran together", got)
 	}
 }
+
+// TestBatchesExplainThemselves: a batch's workflow carries its summary,
+// its details and the search attributes CdcTables and CdcPartition, and is
+// found by them; it is asked to record its outcome, since the server has
+// CdcOutcome.
+func TestBatchesExplainThemselves(t *testing.T) {
+	const topic = "changes"
+	brokers, _ := testenv.NewKafka(t, map[string]int32{topic: 2})
+	tc := testenv.Dial(t, testenv.TemporalServer(t))
+	suffix := fmt.Sprint(time.Now().UnixNano())
+	cfg := poller.Config{Conn: kafkax.Conn{Brokers: brokers, Topic: topic}, GroupID: "g-" + suffix, TaskQueue: "q-" + suffix,
+		Namespace: "default", MaxEvents: 100, MaxBytes: 1 << 20, MaxWait: 100 * time.Millisecond, MaxInFlight: 10,
+		SessionTimeout: 6 * time.Second, MaxAttempts: 3, OrderingWindow: time.Minute}
+	ctx, _ := runPoller(t, cfg, tc)
+	w := kafkax.NewWriter(brokers, topic, kafkax.WriterOptions{})
+	defer w.Close()
+	// Two tables of a run of its own, in partition 1.
+	table := "public.explained_" + suffix
+	var msgs []kafka.Message
+	for i := range 3 {
+		ev := demo.Event(int64(i+1), event.OpInsert, demo.Employee{EmpID: i + 1, FirstName: "Ada"})
+		if i == 2 {
+			ev.Table = table
+		}
+		v, err := event.Encode(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, kafka.Message{Partition: 1, Key: []byte("k"), Value: v})
+	}
+	if err := (&kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, Balancer: fixedPartition(1)}).WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+
+	query := fmt.Sprintf("WorkflowType = 'ApplyBatch' AND CdcTables = '%s' AND CdcPartition = 1 AND TaskQueue = '%s'", table, cfg.TaskQueue)
+	var id string
+	deadline := time.Now().Add(time.Minute)
+	for id == "" {
+		resp, err := tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Query: query})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Executions) == 1 {
+			id = resp.Executions[0].Execution.WorkflowId
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no batch found by %s", query)
+		}
+		time.Sleep(100 * time.Millisecond) // poll the visibility store, which lags the start
+	}
+	desc, err := tc.DescribeWorkflow(ctx, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary, err := desc.GetStaticSummary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	details, err := desc.GetStaticDetails()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc := temporalx.DataConverter()
+	if want := fmt.Sprintf("3 changes to public.employees (2), %s (1) · partition 1 · offsets 0-2", table); summary != want {
+		t.Errorf("summary %q, want %q", summary, want)
+	}
+	if !strings.Contains(details, "| public.employees | 2 | 0 | 0 | 0 |") || !strings.Contains(details, "Offsets: 0-2") {
+		t.Errorf("details:\n%s", details)
+	}
+	var in cdc.BatchInput
+	hist := tc.GetWorkflowHistory(ctx, id, "", false, 0)
+	ev, err := hist.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.FromPayload(ev.GetWorkflowExecutionStartedEventAttributes().GetInput().GetPayloads()[0], &in); err != nil {
+		t.Fatal(err)
+	}
+	if !in.SetOutcome || in.Offsets.String() != "0-2" {
+		t.Errorf("input: set outcome %v, offsets %q", in.SetOutcome, in.Offsets)
+	}
+}
+
+// fixedPartition writes every message to one partition.
+type fixedPartition int
+
+func (f fixedPartition) Balance(kafka.Message, ...int) int { return int(f) }
