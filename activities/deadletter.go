@@ -122,7 +122,17 @@ func (d *DeadLetters) Settle(ctx context.Context, settled []cdc.Settlement) erro
 	if len(settled) == 0 {
 		return nil
 	}
-	return d.Store.Settle(ctx, settled)
+	if err := d.Store.Settle(ctx, settled); err != nil {
+		return err
+	}
+	by := map[cdc.State]int{}
+	for _, s := range settled {
+		by[s.State]++
+	}
+	for state, n := range by {
+		d.Metrics.Decided(ctx, state, n)
+	}
+	return nil
 }
 
 // ReplayChanges applies parked changes once more, the one named with a

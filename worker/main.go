@@ -65,6 +65,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	store := deadletter.NewStore(pool)
+	if err := metrics.ObserveOpenDeadLetters(mp, store.Open); err != nil {
+		return err
+	}
 
 	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
 	if err != nil {
@@ -79,7 +83,7 @@ func run(ctx context.Context, args []string) error {
 	// them to record the full change.
 	chunks := kafkax.NewChunkReader(cfg.Brokers)
 	w.RegisterActivity(&activities.Apply{Applier: apl, Chunks: chunks, Metrics: m, Health: health})
-	w.RegisterActivity(&activities.DeadLetters{Store: deadletter.NewStore(pool), Publisher: dlq, Chunks: chunks, Applier: apl, Metrics: m})
+	w.RegisterActivity(&activities.DeadLetters{Store: store, Publisher: dlq, Chunks: chunks, Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,
 		MaxRedrives: cfg.MaxRedrives, Metrics: m})
 	w.RegisterActivity(&activities.Bookkeeping{Pruner: apl, Horizon: cfg.RedeliveryHorizon})

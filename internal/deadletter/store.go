@@ -136,6 +136,15 @@ func (s *Store) FailedAgain(ctx context.Context, failed []cdc.ReplayResult) erro
 	return nil
 }
 
+// Open counts the changes parked now.
+func (s *Store) Open(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM cdcflow.dead_letters WHERE state = 'parked'`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count parked changes: %w", err)
+	}
+	return n, nil
+}
+
 // Settle records the decisions taken on parked changes.
 func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
 	var ids, states, outcomes []string

@@ -97,7 +97,11 @@ func TestDeadLetters(t *testing.T) {
 	if _, err := p.dest.Exec(ctx, check); err != nil {
 		t.Fatal(err)
 	}
-	p.start("worker")
+	port, err := localsvc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.start("worker", fmt.Sprintf("CDCFLOW_METRICS_ADDR=127.0.0.1:%d", port))
 	// The table not on the allowlist is retried for the ordering window.
 	p.start("starter", "CDCFLOW_BATCH_MAX_EVENTS=1000", "CDCFLOW_BATCH_MAX_WAIT=3s", "CDCFLOW_ORDERING_WINDOW=3s")
 
@@ -136,6 +140,10 @@ func TestDeadLetters(t *testing.T) {
 		t.Fatalf("batch summary names dead letter groups %v", sums[batchID].DeadLetters)
 	}
 	p.checkDLQTopic(batchID, map[int64]string{100: poisonID, 500: "dlq-501", 900: "dlq-901"})
+	// The metrics count each parked change once, and the open ones.
+	if parked, open := metricValue(t, port, `cdcflow_apply_events_total{outcome="parked"`), metricValue(t, port, `cdcflow_dead_letters_open`); parked != 3 || open != 3 {
+		t.Fatalf("metrics: %d changes parked, %d open; want 3 and 3", parked, open)
+	}
 
 	// The parked changes are found by their search attributes.
 	eventually(t, time.Minute, "the constraint violation listed by search attributes", func() (bool, string) {
@@ -197,6 +205,12 @@ func TestDeadLetters(t *testing.T) {
 	}
 
 	// A discard without a reason is refused; the workflow keeps waiting.
+	// As an update the CLI says so and fails; as a signal the refusal is
+	// in the status.
+	if out, err := p.temporalCLI("workflow", "update", "execute", "--workflow-id", poisonGroup, "--name", cdc.UpdateDiscard,
+		"--input", `{"because": "no"}`); err == nil || !strings.Contains(out, "unknown field") || !strings.Contains(out, "because") {
+		t.Fatalf("a refused discard by update: %v, want the CLI to fail naming the field\n%s", err, out)
+	}
 	if out, err := p.temporalCLI("workflow", "signal", "--workflow-id", poisonGroup, "--name", cdc.SignalDiscard,
 		"--input", `{"because": "no"}`); err != nil {
 		t.Fatalf("signal: %v\n%s", err, out)
@@ -219,6 +233,13 @@ func TestDeadLetters(t *testing.T) {
 		}
 		return st.State == "parked" && len(st.Decisions) == 1 && st.Decisions[0].Action == "rejected" &&
 			strings.Contains(st.Decisions[0].Error, "unknown field"), fmt.Sprintf("%+v", st)
+	})
+
+	eventually(t, time.Minute, "the decisions in the metrics", func() (bool, string) {
+		replayed := metricValue(t, port, `cdcflow_dead_letters_decided_total{decision="replayed"`)
+		discarded := metricValue(t, port, `cdcflow_dead_letters_decided_total{decision="discarded"`)
+		open := metricValue(t, port, `cdcflow_dead_letters_open`)
+		return replayed == 1 && discarded == 1 && open == 1, fmt.Sprintf("replayed %d, discarded %d, open %d", replayed, discarded, open)
 	})
 
 	p.correctedReplay(check)

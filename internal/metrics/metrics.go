@@ -78,6 +78,7 @@ type Apply struct {
 	duration    metric.Float64Histogram
 	redriven    metric.Int64Counter
 	latency     metric.Float64Histogram
+	decided     metric.Int64Counter
 }
 
 // NewApply creates the apply path's instruments.
@@ -105,6 +106,10 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 	if a.latency, err = m.Float64Histogram("cdcflow.apply.latency", metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(LatencyBuckets...),
 		metric.WithDescription("Time from a change's commit on the source to the commit of the destination transaction that applied it (clocks of two machines: skew shows here), one per change committed; a change delivered again is counted again.")); err != nil {
+		return nil, err
+	}
+	if a.decided, err = m.Int64Counter("cdcflow.dead_letters.decided",
+		metric.WithDescription("Parked changes a person decided, by decision: replayed (applied again, or found applied) or discarded.")); err != nil {
 		return nil, err
 	}
 	if a.redriven, err = m.Int64Counter("cdcflow.batches.redriven",
@@ -159,6 +164,33 @@ func (a *Apply) DeadLetter(ctx context.Context, class cdc.ErrorClass) {
 		a.deadLetters.Add(ctx, 1, metric.WithAttributes(errorClass(class)))
 		a.events.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", "parked")))
 	}
+}
+
+// Decided counts parked changes settled in state (replayed or discarded).
+func (a *Apply) Decided(ctx context.Context, state cdc.State, n int) {
+	if a != nil && n > 0 {
+		a.decided.Add(ctx, int64(n), metric.WithAttributes(attribute.String("decision", string(state))))
+	}
+}
+
+// ObserveOpenDeadLetters exports how many changes are parked now, as count
+// tells at each collection (a scrape).
+func ObserveOpenDeadLetters(mp metric.MeterProvider, count func(context.Context) (int64, error)) error {
+	m := mp.Meter("cdcflow")
+	open, err := m.Int64ObservableGauge("cdcflow.dead_letters.open", metric.WithUnit("{change}"),
+		metric.WithDescription("Changes parked now, waiting for a person to replay or discard them."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		n, err := count(ctx)
+		if err != nil {
+			return err
+		}
+		o.ObserveInt64(open, n)
+		return nil
+	}, open)
+	return err
 }
 
 func errorClass(c cdc.ErrorClass) attribute.KeyValue {
