@@ -44,6 +44,11 @@ const (
 	ClassUnknownColumn   ErrorClass = "UnknownColumn"       // 42703, or the destination table lacks a column yet
 )
 
+// ErrorClasses lists every class, for metrics to start each series at 0.
+var ErrorClasses = []ErrorClass{ClassTransient, ClassTableNotAllowed, ClassKeyMismatch, ClassInvalidValue, ClassConstraint,
+	ClassSchema, ClassRejected, ClassInvalidEvent, ClassChangeTooLarge, ClassClaimExpired, ClassTruncate, ClassBatchFailed,
+	ClassForeignKey, ClassUniqueViolation, ClassUndefinedTable, ClassUnknownColumn}
+
 // Final reports whether trying a change failing with c again cannot help:
 // such a change is parked at once.
 func (c ErrorClass) Final() bool {

@@ -116,7 +116,30 @@ func NewApply(mp metric.MeterProvider) (*Apply, error) {
 		metric.WithDescription("Batch workflows that closed without completing and were started again, by outcome: redriven (applied again) or parked (every event parked after too many closes).")); err != nil {
 		return nil, err
 	}
+	a.zero()
 	return &a, nil
+}
+
+// zero starts every series of the counters at 0, so that dashboards and
+// alerts find them before the first event of their kind.
+func (a *Apply) zero() {
+	ctx := context.Background()
+	with := func(k, v string) metric.AddOption { return metric.WithAttributes(attribute.String(k, v)) }
+	for _, o := range []string{"applied", "superseded", "duplicate", "parked"} {
+		a.events.Add(ctx, 0, with("outcome", o))
+	}
+	for _, c := range cdc.ErrorClasses {
+		a.errors.Add(ctx, 0, with("error_class", string(c)))
+		if c != cdc.ClassTransient {
+			a.deadLetters.Add(ctx, 0, with("error_class", string(c)))
+		}
+	}
+	for _, d := range []cdc.State{cdc.StateReplayed, cdc.StateDiscarded} {
+		a.decided.Add(ctx, 0, with("decision", string(d)))
+	}
+	for _, o := range []string{"redriven", "parked"} {
+		a.redriven.Add(ctx, 0, with("outcome", o))
+	}
 }
 
 // Redriven counts batches the reconciler started again to apply, and those

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"maps"
 	"testing"
 	"time"
 
@@ -71,11 +72,16 @@ func TestAFailedChangeCountsOnceWhenParked(t *testing.T) {
 		v, _ := dp.Attributes.Value(attribute.Key("outcome"))
 		events[v.AsString()] = dp.Value
 	}
-	if events["applied"] != 2 || events["parked"] != 1 || len(events) != 2 {
-		t.Errorf("events by outcome = %v, want applied 2, parked 1", events)
+	// Every outcome's series exists from the start, at 0 until counted.
+	if want := map[string]int64{"applied": 2, "parked": 1, "superseded": 0, "duplicate": 0}; !maps.Equal(events, want) {
+		t.Errorf("events by outcome = %v, want %v", events, want)
 	}
-	attempts := got["cdcflow.apply.errors"].(metricdata.Sum[int64]).DataPoints
-	if len(attempts) != 1 || attempts[0].Value != 3 {
-		t.Errorf("failed attempts = %+v, want 3 of ConstraintViolation", attempts)
+	attempts := map[string]int64{}
+	for _, dp := range got["cdcflow.apply.errors"].(metricdata.Sum[int64]).DataPoints {
+		v, _ := dp.Attributes.Value(attribute.Key("error_class"))
+		attempts[v.AsString()] = dp.Value
+	}
+	if len(attempts) != len(cdc.ErrorClasses) || attempts[string(cdc.ClassConstraint)] != 3 || attempts[string(cdc.ClassTransient)] != 0 {
+		t.Errorf("failed attempts = %v, want 3 of ConstraintViolation and a 0 series for every other class", attempts)
 	}
 }
