@@ -3,12 +3,20 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/cdcflow/cdcflow/internal/localsvc"
 )
@@ -17,16 +25,48 @@ import (
 // with metrics addresses: each answers /healthz and, once its dependencies
 // answered, /readyz; after some changes, each one's /metrics has its series
 // with values that fit what was done.
+//
+// Then every metric an alert rule or a dashboard panel in deployments/ uses
+// must be one of those exported: a renamed metric cannot leave an alert
+// that never fires or an empty panel.
 func TestMetricsOfEveryProgram(t *testing.T) {
+	exported := map[string]bool{}
 	for _, mode := range captureModes {
-		t.Run(mode, func(t *testing.T) { testMetrics(t, mode) })
+		t.Run(mode, func(t *testing.T) { testMetrics(t, mode, exported) })
+	}
+	if t.Failed() {
+		return
+	}
+	used, err := usedMetricNames(filepath.Join("..", "..", "deployments"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(used) < 20 {
+		t.Fatalf("found %d metric names in the alert rules and dashboards, want more", len(used))
+	}
+	for name, where := range used {
+		if !exported[name] && name != "up" { // up is Prometheus's own
+			t.Errorf("%s uses %s, which no program exports", strings.Join(where, ", "), name)
+		}
 	}
 }
 
-func testMetrics(t *testing.T, mode string) {
+func testMetrics(t *testing.T, mode string, exported map[string]bool) {
+	ports := map[string]int{}
+	defer func() {
+		for _, port := range ports {
+			m, err := scrape(port)
+			if err != nil {
+				continue
+			}
+			for k := range m {
+				name, _, _ := strings.Cut(k, "{")
+				exported[name] = true
+			}
+		}
+	}()
 	p := newPipeline(t)
 	p.withSource()
-	ports := map[string]int{}
 	addr := func(program string) string {
 		port, err := localsvc.FreePort()
 		if err != nil {
@@ -173,4 +213,65 @@ func httpGet(port int, path string) (int, string) {
 		b.WriteString(sc.Text() + "; ")
 	}
 	return resp.StatusCode, b.String()
+}
+
+// usedMetricNames returns the metrics named by the alert rules
+// (prometheus/alerts.yml) and the Grafana dashboards (grafana/dashboards)
+// under dir, each with where it is used.
+func usedMetricNames(dir string) (map[string][]string, error) {
+	used := map[string][]string{}
+	add := func(where, expr string) error {
+		e, err := parser.ParseExpr(expr)
+		if err != nil {
+			return fmt.Errorf("%s: %q: %w", where, expr, err)
+		}
+		parser.Inspect(e, func(n parser.Node, _ []parser.Node) error {
+			if vs, ok := n.(*parser.VectorSelector); ok && !slices.Contains(used[vs.Name], where) {
+				used[vs.Name] = append(used[vs.Name], where)
+			}
+			return nil
+		})
+		return nil
+	}
+	rules, errs := rulefmt.ParseFile(filepath.Join(dir, "prometheus", "alerts.yml"))
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if err := add("alert "+r.Alert.Value, r.Expr.Value); err != nil {
+				return nil, err
+			}
+		}
+	}
+	boards, err := filepath.Glob(filepath.Join(dir, "grafana", "dashboards", "*.json"))
+	if err != nil || len(boards) == 0 {
+		return nil, fmt.Errorf("no dashboards in %s (%v)", dir, err)
+	}
+	for _, file := range boards {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		var board struct {
+			Title  string `json:"title"`
+			Panels []struct {
+				Title   string `json:"title"`
+				Targets []struct {
+					Expr string `json:"expr"`
+				} `json:"targets"`
+			} `json:"panels"`
+		}
+		if err := json.Unmarshal(b, &board); err != nil {
+			return nil, fmt.Errorf("%s: %w", file, err)
+		}
+		for _, p := range board.Panels {
+			for _, tgt := range p.Targets {
+				if err := add(fmt.Sprintf("dashboard %q panel %q", board.Title, p.Title), tgt.Expr); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return used, nil
 }
