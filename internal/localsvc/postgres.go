@@ -70,9 +70,17 @@ func StartPostgres(ctx context.Context, opts PostgresOptions) (*Postgres, error)
 	data := filepath.Join(dir, "data")
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
 		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	// In its own process group, as Start's children are: a Ctrl-C reaches
+	// only this process, which calls initdb off through ctx, stopping it and
+	// the server it runs for bootstrap together (SIGKILL 10 s later).
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	initdb.Cancel = func() error { return syscall.Kill(-initdb.Process.Pid, syscall.SIGTERM) }
+	initdb.WaitDelay = 10 * time.Second
 	if out, err := initdb.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
+		if ctx.Err() != nil { // called off: its transcript says only that
+			return nil, fmt.Errorf("initdb called off: %w", context.Cause(ctx))
+		}
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	p.Port = opts.Port
@@ -129,17 +137,21 @@ func (p *Postgres) Start(ctx context.Context) error {
 		return err
 	}
 	p.proc = proc
-	err = proc.waitReady(60*time.Second, func() error {
+	err = proc.waitReady(ctx, 60*time.Second, func() error {
 		conn, err := pgx.Connect(ctx, p.DSN)
 		if err != nil {
 			return err
 		}
 		return conn.Close(ctx)
 	})
-	if err != nil {
-		return fmt.Errorf("%w\n%s", err, p.log.String())
+	if err == nil {
+		return nil
 	}
-	return nil
+	p.Stop() //nolint:errcheck // the start-up's error says more
+	if ctx.Err() != nil {
+		return err // called off: the server's log says only that
+	}
+	return fmt.Errorf("%w\n%s", err, p.log.String())
 }
 
 // Stop shuts the server down (fast mode) and leaves the data directory.

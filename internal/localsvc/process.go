@@ -6,6 +6,7 @@
 package localsvc
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -116,9 +117,10 @@ func (p *Process) Stop(sig os.Signal, timeout time.Duration) error {
 	}
 }
 
-// waitReady polls check until it succeeds, the process exits, or timeout
-// passes.
-func (p *Process) waitReady(timeout time.Duration, check func() error) error {
+// waitReady polls check until it succeeds, the process exits, timeout
+// passes or ctx ends: a start-up that was called off returns at once, with
+// ctx's error.
+func (p *Process) waitReady(ctx context.Context, timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := check()
@@ -128,10 +130,17 @@ func (p *Process) waitReady(timeout time.Duration, check func() error) error {
 		if done, exitErr := p.Exited(); done {
 			return errors.Join(fmt.Errorf("%s exited during start-up", p.Name), exitErr, err)
 		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s start-up called off: %w", p.Name, context.Cause(ctx))
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s: %w", p.Name, timeout, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-p.done:
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 

@@ -52,6 +52,9 @@ type Temporal struct {
 type TemporalOptions struct {
 	Port, UIPort int  // 0 picks free ports
 	UI           bool // serve the Web UI
+	// UICodecEndpoint is the codec server the Web UI decodes payloads with
+	// (cdcflow's codec program); empty: none.
+	UICodecEndpoint string
 	// SearchAttributes to register, name -> type (Keyword, Text, Int, ...).
 	SearchAttributes map[string]string
 	// DBFile keeps the server's state in this SQLite file, so that it
@@ -85,6 +88,9 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 			}
 		}
 		args = append(args, "--ui-port", strconv.Itoa(uiPort), "--ui-ip", "127.0.0.1")
+		if opts.UICodecEndpoint != "" {
+			args = append(args, "--ui-codec-endpoint", opts.UICodecEndpoint)
+		}
 		t.UIAddress = fmt.Sprintf("http://127.0.0.1:%d", uiPort)
 	} else {
 		args = append(args, "--headless")
@@ -114,12 +120,15 @@ func (t *Temporal) Start(ctx context.Context) error {
 	if t.proc, err = Start("temporal dev server", cmd, t.log); err != nil {
 		return err
 	}
-	err = t.proc.waitReady(2*time.Minute, func() error { return t.ready(ctx) })
-	if err != nil {
-		t.Close()
-		return fmt.Errorf("%w\n%s", err, t.log.String())
+	err = t.proc.waitReady(ctx, 2*time.Minute, func() error { return t.ready(ctx) })
+	if err == nil {
+		return nil
 	}
-	return nil
+	t.Close()
+	if ctx.Err() != nil {
+		return err // called off: the server's log says only that
+	}
+	return fmt.Errorf("%w\n%s", err, t.log.String())
 }
 
 // Kill kills the dev server (SIGKILL), as a crash would; Start starts it
