@@ -8,15 +8,16 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,7 @@ func loadSettings() (settings, error) {
 
 type stack struct {
 	log     *slog.Logger
+	output  *heldOutput // the programs' standard output and error
 	closers []func()
 	procs   []*localsvc.Process
 	exits   chan error // one send per program that ended
@@ -61,22 +63,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st := &stack{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), exits: make(chan error, 8)}
-	defer st.close()
-
-	env, banner, err := st.services(ctx, s)
+	st := &stack{log: slog.New(slog.NewTextHandler(os.Stderr, nil)), output: &heldOutput{w: os.Stderr, held: true},
+		exits: make(chan error, 8)}
+	env, b, err := st.startUp(ctx, s)
 	if err != nil {
-		return err
-	}
-	for _, prog := range []string{"worker", "starter", "capture"} {
-		if err := st.start(prog, env); err != nil {
-			return err
+		st.close()
+		if ctx.Err() != nil {
+			// Ctrl-C during start-up is no failure: what was called off
+			// (initdb, a server or a program starting) has nothing to say.
+			st.output.release(false)
+			fmt.Fprintln(out, "\ncdcflow stopped: interrupted during start-up")
+			return nil
 		}
-	}
-	if err := st.waitForSlot(ctx, env); err != nil {
+		st.output.release(true)
 		return err
 	}
-	fmt.Fprint(out, banner)
+	defer st.close()
+	st.output.release(true)
+	fmt.Fprint(out, b.String())
 	if s.DemoRate > 0 {
 		go st.writeDemo(ctx, envValue(env, "CDCFLOW_SOURCE_DSN"), s.DemoRate)
 	}
@@ -89,63 +93,78 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 }
 
+// startUp starts the services and the programs, waits until capture reads
+// the log, and returns the programs' environment and what the banner says.
+func (st *stack) startUp(ctx context.Context, s settings) ([]string, banner, error) {
+	env, b, err := st.services(ctx, s)
+	if err != nil {
+		return nil, b, err
+	}
+	for _, prog := range []string{"worker", "starter", "capture"} {
+		if err := st.start(prog, env); err != nil {
+			return nil, b, err
+		}
+	}
+	return env, b, st.waitForSlot(ctx, env)
+}
+
 // services starts (or locates) PostgreSQL, Kafka and Temporal, creates the
 // demo table on both sides, and returns the environment for the cdcflow
-// programs and the banner to print.
-func (st *stack) services(ctx context.Context, s settings) ([]string, string, error) {
-	var b strings.Builder
+// programs and what the banner says.
+func (st *stack) services(ctx context.Context, s settings) ([]string, banner, error) {
+	b := banner{topic: s.Topic, namespace: os.Getenv("TEMPORAL_NAMESPACE")}
 	env := []string{"CDCFLOW_TOPIC=" + s.Topic, "CDCFLOW_TABLES=" + demo.Table}
+	if self, err := os.Executable(); err == nil {
+		b.programs = filepath.Dir(self) // where start finds the programs, dlq too
+	}
 
 	// The source records commit times, so events carry them.
 	sourceDSN, err := st.postgres(ctx, s.SourceDSN, 5432, "track_commit_timestamp=on")
 	if err != nil {
-		return nil, "", fmt.Errorf("start source PostgreSQL: %w", err)
+		return nil, b, fmt.Errorf("start source PostgreSQL: %w", err)
 	}
 	destDSN, err := st.postgres(ctx, s.DestDSN, 5433)
 	if err != nil {
-		return nil, "", fmt.Errorf("start destination PostgreSQL: %w", err)
+		return nil, b, fmt.Errorf("start destination PostgreSQL: %w", err)
 	}
 	for _, dsn := range []string{sourceDSN, destDSN} {
 		if err := createDemoTable(ctx, dsn); err != nil {
-			return nil, "", err
+			return nil, b, err
 		}
 	}
 	env = append(env, "CDCFLOW_SOURCE_DSN="+sourceDSN, "CDCFLOW_DEST_DSN="+destDSN)
-	fmt.Fprintf(&b, "  source       %s\n", sourceDSN)
-	fmt.Fprintf(&b, "  destination  %s\n", destDSN)
+	b.source, b.dest = sourceDSN, destDSN
 
-	brokers := s.Brokers
-	if brokers == "" {
+	b.brokers = s.Brokers
+	if b.brokers == "" {
 		k, err := localsvc.StartKafka(localsvc.KafkaOptions{Port: localsvc.PortOr(9092), Topics: map[string]int32{s.Topic: s.Partitions}})
 		if err != nil {
-			return nil, "", fmt.Errorf("start Kafka-protocol broker: %w", err)
+			return nil, b, fmt.Errorf("start Kafka-protocol broker: %w", err)
 		}
 		st.closers = append(st.closers, k.Close)
-		brokers = strings.Join(k.Brokers, ",")
+		b.brokers = strings.Join(k.Brokers, ",")
 	}
-	env = append(env, "KAFKA_BROKERS="+brokers)
-	fmt.Fprintf(&b, "  kafka        %s (topic %s)\n", brokers, s.Topic)
+	env = append(env, "KAFKA_BROKERS="+b.brokers)
 
-	address, ui := s.Temporal, "(external: see your Temporal Web UI)"
-	if address == "" {
+	// The temporal CLI the dev server runs from, or the one an operator
+	// would find for an external server.
+	if bin, err := localsvc.TemporalBinary(); err == nil {
+		if bin, err = filepath.Abs(bin); err == nil {
+			b.temporalCLI = filepath.Dir(bin)
+		}
+	}
+	b.temporal, b.ui = s.Temporal, "(external: see your Temporal Web UI)"
+	if b.temporal == "" {
 		t, err := localsvc.StartTemporal(ctx, localsvc.TemporalOptions{Port: localsvc.PortOr(7233), UI: true,
 			UIPort: localsvc.PortOr(8233), SearchAttributes: cdc.SearchAttributes})
 		if err != nil {
-			return nil, "", fmt.Errorf("start Temporal dev server: %w", err)
+			return nil, b, fmt.Errorf("start Temporal dev server: %w", err)
 		}
 		st.closers = append(st.closers, func() { t.Close() })
-		address, ui = t.Address, t.UIAddress
+		b.temporal, b.ui = t.Address, t.UIAddress
 	}
-	env = append(env, "TEMPORAL_ADDRESS="+address)
-	fmt.Fprintf(&b, "  temporal     %s\n  web ui       %s\n", address, ui)
-
-	banner := "\ncdcflow is running. Ctrl-C stops everything.\n\n" + b.String() +
-		"\nInsert a row on the source:\n\n" +
-		"  psql '" + sourceDSN + "' -c \"INSERT INTO employees VALUES (1, 'Ada', 'Lovelace', '1815-12-10', 'London', 5000)\"\n" +
-		"\nsee it on the destination:\n\n" +
-		"  psql '" + destDSN + "' -c 'SELECT * FROM employees'\n" +
-		"\nand its batch workflow in the Temporal Web UI.\n\n"
-	return env, banner, nil
+	env = append(env, "TEMPORAL_ADDRESS="+b.temporal)
+	return env, b, nil
 }
 
 // waitForSlot waits, in logical capture mode, until capture has created its
@@ -204,7 +223,7 @@ func (st *stack) postgres(ctx context.Context, dsn string, port int, settings ..
 func createDemoTable(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", dsn, err)
+		return fmt.Errorf("connect to %s: %w", redactDSN(dsn), err)
 	}
 	defer conn.Close(ctx)
 	return demo.CreateTable(ctx, conn)
@@ -225,13 +244,17 @@ func (st *stack) start(prog string, env []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := localsvc.StartProgram(prog, filepath.Join(filepath.Dir(self), prog), env, os.Stderr)
+	p, err := localsvc.StartProgram(prog, filepath.Join(filepath.Dir(self), prog), env, st.output)
 	if err != nil {
 		return err
 	}
 	go func() {
 		<-p.Done()
-		st.exits <- errors.Join(fmt.Errorf("%s exited", prog), p.Err())
+		if err := p.Err(); err != nil {
+			st.exits <- fmt.Errorf("%s exited: %w", prog, err)
+			return
+		}
+		st.exits <- fmt.Errorf("%s exited", prog)
 	}()
 	st.procs = append(st.procs, p)
 	return nil
@@ -247,4 +270,33 @@ func (st *stack) close() {
 	for i := len(st.closers) - 1; i >= 0; i-- {
 		st.closers[i]()
 	}
+}
+
+// heldOutput holds what the programs write during start-up, to be shown
+// when start-up fails and not when it is interrupted, then passes it on.
+type heldOutput struct {
+	mu   sync.Mutex
+	w    io.Writer
+	held bool
+	buf  bytes.Buffer
+}
+
+func (h *heldOutput) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held {
+		return h.buf.Write(p)
+	}
+	return h.w.Write(p)
+}
+
+// release writes what was held, when show, and passes the rest on.
+func (h *heldOutput) release(show bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if show {
+		h.w.Write(h.buf.Bytes()) //nolint:errcheck // as the programs' own writes
+	}
+	h.buf.Reset()
+	h.held = false
 }
