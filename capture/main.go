@@ -45,6 +45,18 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Credentials or TLS settings the brokers refuse stop capture at once,
+	// in one line; brokers not reachable yet are waited for.
+	kc, err := cfg.Conn.Cluster()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = kc.Check(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
 	if cfg.Migrate {
 		if err := db.Migrate(ctx, cfg.SourceDSN, migrations.SourceFS()); err != nil {
 			return fmt.Errorf("migrate source: %w", err)
@@ -58,9 +70,9 @@ func run(ctx context.Context, args []string) error {
 	// A produce request carries at most writerBatch messages of a
 	// partition: the writer makes room for that many with every request
 	// (kafka-go), so a step of CDCFLOW_CAPTURE_BATCH changes goes as several.
-	writer := kafkax.NewWriter(cfg.Brokers, cfg.Topic, kafkax.WriterOptions{BatchSize: min(cfg.BatchSize, writerBatch)})
+	writer := kc.Writer(cfg.Topic, kafkax.WriterOptions{BatchSize: min(cfg.BatchSize, writerBatch)})
 	defer writer.Close()
-	go pingKafka(ctx, cfg.Brokers, cfg.Topic, cfg.ReportEvery, health)
+	go pingKafka(ctx, kc, cfg.Topic, cfg.ReportEvery, health)
 
 	ccfg := capture.Config{
 		Tables:         cfg.Tables,
@@ -75,7 +87,7 @@ func run(ctx context.Context, args []string) error {
 		Newest: func(ctx context.Context, source string) (event.Event, bool, error) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			msgs, err := kafkax.LastMessages(ctx, cfg.Brokers, cfg.Topic, 16)
+			msgs, err := kc.LastMessages(ctx, cfg.Topic, 16)
 			if err != nil {
 				return event.Event{}, false, err
 			}
@@ -108,13 +120,13 @@ func run(ctx context.Context, args []string) error {
 // pingKafka asks Kafka for the topic whenever capture has not written to it
 // for every, so that readiness says Kafka answered recently while the
 // source is quiet too.
-func pingKafka(ctx context.Context, brokers []string, topic string, every time.Duration, health *metrics.Health) {
+func pingKafka(ctx context.Context, kc *kafkax.Cluster, topic string, every time.Duration, health *metrics.Health) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		if health.Quiet(metrics.DepKafka, every) {
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := kafkax.Ping(pctx, brokers, topic)
+			err := kc.Ping(pctx, topic)
 			cancel()
 			if ctx.Err() != nil {
 				return

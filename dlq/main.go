@@ -146,7 +146,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tc, err := temporalx.Dial(ctx, tcfg.Address, tcfg.Namespace, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	tc, err := temporalx.Dial(ctx, tcfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		return err
 	}

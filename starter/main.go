@@ -27,7 +27,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
+	tc, err := temporalx.Dial(ctx, cfg.TemporalClient, log)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,18 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Credentials or TLS settings the brokers refuse stop the worker at
+	// once, in one line, rather than when it first parks a change.
+	kc, err := cfg.Conn.Cluster()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = kc.Check(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
 
 	if cfg.Migrate {
 		if err := db.Migrate(ctx, cfg.DestDSN, migrations.DestFS()); err != nil {
@@ -59,7 +71,7 @@ func run(ctx context.Context, args []string) error {
 	health.Set(metrics.DepDestination, nil)
 	// The DLQ topic should be created with the change topic; where the
 	// broker allows it, the first dead letter creates it.
-	dlq := kafkax.NewWriter(cfg.Brokers, cfg.DLQTopic, kafkax.WriterOptions{AutoCreateTopic: true})
+	dlq := kc.Writer(cfg.DLQTopic, kafkax.WriterOptions{AutoCreateTopic: true})
 	defer dlq.Close()
 	m, err := metrics.NewApply(mp)
 	if err != nil {
@@ -70,7 +82,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	tc, err := temporalx.Dial(ctx, cfg.Address, cfg.Namespace, log)
+	tc, err := temporalx.Dial(ctx, cfg.TemporalClient, log)
 	if err != nil {
 		return err
 	}
@@ -81,7 +93,7 @@ func run(ctx context.Context, args []string) error {
 	// Large changes travel as chunks in the change topic; the apply reads
 	// them from there by the offsets the starter claimed, and parking reads
 	// them to record the full change.
-	chunks := kafkax.NewChunkReader(cfg.Brokers)
+	chunks := kc.ChunkReader()
 	w.RegisterActivity(&activities.Apply{Applier: apl, Chunks: chunks, Metrics: m, Health: health})
 	w.RegisterActivity(&activities.DeadLetters{Store: store, Publisher: dlq, Chunks: chunks, Applier: apl, Metrics: m})
 	w.RegisterActivity(&activities.Reconciler{Temporal: tc, Converter: temporalx.DataConverter(), TaskQueue: cfg.TaskQueue,

@@ -4,9 +4,12 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -17,10 +20,17 @@ import (
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 )
 
-// TemporalClient locates the Temporal service.
+// TemporalClient locates the Temporal service and says how to connect: TLS,
+// optionally mutual (a client certificate), and an API key.
 type TemporalClient struct {
-	Address   string `envconfig:"TEMPORAL_ADDRESS" default:"127.0.0.1:7233" desc:"Temporal frontend host:port"`
-	Namespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+	Address     string `envconfig:"TEMPORAL_ADDRESS" default:"127.0.0.1:7233" desc:"Temporal frontend host:port"`
+	Namespace   string `envconfig:"TEMPORAL_NAMESPACE" default:"default" desc:"Temporal namespace"`
+	TLS         bool   `envconfig:"TEMPORAL_TLS" default:"false" desc:"connect to Temporal over TLS (implied by the other TEMPORAL_TLS_ settings and TEMPORAL_API_KEY)"`
+	TLSCAFile   string `envconfig:"TEMPORAL_TLS_CA_FILE" desc:"PEM file of the CAs that sign the frontend's certificate (default: the system's)"`
+	TLSCertFile string `envconfig:"TEMPORAL_TLS_CERT_FILE" desc:"PEM file of a client certificate to present, for mutual TLS (with TEMPORAL_TLS_KEY_FILE)"`
+	TLSKeyFile  string `envconfig:"TEMPORAL_TLS_KEY_FILE" desc:"PEM file of the client certificate's private key"`
+	TLSServer   string `envconfig:"TEMPORAL_TLS_SERVER_NAME" desc:"name the frontend's certificate must hold (default: the host of TEMPORAL_ADDRESS)"`
+	APIKey      string `envconfig:"TEMPORAL_API_KEY" secret:"true" desc:"API key sent with every request, as Temporal Cloud's API keys are; implies TLS (or TEMPORAL_API_KEY_FILE: a file holding it)"`
 }
 
 // Temporal locates the Temporal service and cdcflow's task queue.
@@ -52,7 +62,7 @@ func (l Log) LogSettings() Log { return l }
 // Worker configures the worker.
 type Worker struct {
 	Service
-	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string"`
+	DestDSN string   `envconfig:"CDCFLOW_DEST_DSN" secret:"true" default:"postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable" desc:"destination PostgreSQL connection string (or CDCFLOW_DEST_DSN_FILE: a file holding it)"`
 	Tables  []string `envconfig:"CDCFLOW_TABLES" desc:"comma-separated allowlist of tables to write (schema.table); required"`
 	// Activities bounds concurrent apply activities, and so destination connections.
 	Activities int  `envconfig:"CDCFLOW_WORKER_ACTIVITIES" default:"4" desc:"apply activities run at once by this worker"`
@@ -72,7 +82,7 @@ type Worker struct {
 	DLQTopic          string        `envconfig:"CDCFLOW_DLQ_TOPIC" desc:"dead-letter topic (default: the change topic + _dlq)"`
 	// Snapshots: the rows tables held when their log-based capture began
 	// are copied by workers that can read the source.
-	SourceDSN          string        `envconfig:"CDCFLOW_SOURCE_DSN" desc:"source PostgreSQL connection string, to copy the snapshots log-based capture asks for (this worker copies none when empty; give it to every worker)"`
+	SourceDSN          string        `envconfig:"CDCFLOW_SOURCE_DSN" secret:"true" desc:"source PostgreSQL connection string, to copy the snapshots log-based capture asks for (this worker copies none when empty; give it to every worker; or CDCFLOW_SOURCE_DSN_FILE: a file holding it)"`
 	SnapshotPoll       time.Duration `envconfig:"CDCFLOW_SNAPSHOT_POLL" default:"5s" desc:"how often the source is asked for snapshots to start"`
 	SnapshotChunkPages int64         `envconfig:"CDCFLOW_SNAPSHOT_CHUNK_PAGES" default:"1024" desc:"table pages (8 kB each) a snapshot copies per activity"`
 	SnapshotParallel   int           `envconfig:"CDCFLOW_SNAPSHOT_PARALLEL" default:"2" desc:"chunks one snapshot copies at once"`
@@ -96,7 +106,7 @@ type Starter struct {
 type Capture struct {
 	Log
 	kafkax.Conn
-	SourceDSN    string        `envconfig:"CDCFLOW_SOURCE_DSN" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"source PostgreSQL connection string"`
+	SourceDSN    string        `envconfig:"CDCFLOW_SOURCE_DSN" secret:"true" default:"postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable" desc:"source PostgreSQL connection string (or CDCFLOW_SOURCE_DSN_FILE: a file holding it)"`
 	Tables       []string      `envconfig:"CDCFLOW_TABLES" desc:"comma-separated tables to capture (schema.table), each with a primary key; required"`
 	BatchSize    int           `envconfig:"CDCFLOW_CAPTURE_BATCH" default:"5000" desc:"outbox rows published per Kafka write"`
 	PollInterval time.Duration `envconfig:"CDCFLOW_CAPTURE_POLL" default:"20ms" desc:"pause between reads when the outbox is empty"`
@@ -113,6 +123,9 @@ type Capture struct {
 // LoadWorker reads the worker's settings.
 func LoadWorker() (Worker, error) {
 	return load(func(c *Worker) error {
+		if err := c.TemporalClient.Validate(); err != nil {
+			return err
+		}
 		if c.DLQTopic == "" {
 			c.DLQTopic = c.Topic + "_dlq"
 		}
@@ -134,6 +147,9 @@ func LoadWorker() (Worker, error) {
 // LoadStarter reads the starter's settings.
 func LoadStarter() (Starter, error) {
 	return load(func(c *Starter) error {
+		if err := c.TemporalClient.Validate(); err != nil {
+			return err
+		}
 		return firstBroken(c.Conn, nil,
 			rule{"CDCFLOW_BATCH_MAX_EVENTS", c.BatchMaxEvents, within(c.BatchMaxEvents, 1, 100000), "want 1..100000"},
 			// A batch travels as one workflow input payload, and must stay
@@ -191,7 +207,7 @@ func firstBroken(conn kafkax.Conn, tables *[]string, rules ...rule) error {
 		}
 	}
 	if name, err := conn.Validate(); err != nil {
-		value := conn.Topic
+		value := os.Getenv(name)
 		if name == "KAFKA_BROKERS" {
 			value = strings.Join(conn.Brokers, ",")
 		}
@@ -210,10 +226,59 @@ var slotName = regexp.MustCompile(`^[a-z0-9_]{1,63}$`)
 
 func within(n, lo, hi int) bool { return n >= lo && n <= hi }
 
-// LoadTemporal reads only where Temporal is, for tools that need no more.
+// LoadTemporal reads only where Temporal is and how to connect, for tools
+// that need no more.
 func LoadTemporal() (TemporalClient, error) {
 	var c TemporalClient
-	return c, Process(&c)
+	if err := Process(&c); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// Validate reports a TLS setting that is wrong (see TLSConfig).
+func (c TemporalClient) Validate() error {
+	_, err := c.TLSConfig()
+	return err
+}
+
+// TLSConfig returns the TLS configuration of connections to Temporal, nil
+// without TLS. A CA file that does not parse, or a client certificate
+// without its key, is an *Error naming the variable.
+func (c TemporalClient) TLSConfig() (*tls.Config, error) {
+	if !c.UsesTLS() {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServer}
+	if c.TLSCAFile != "" {
+		pem, err := os.ReadFile(c.TLSCAFile)
+		if err != nil {
+			return nil, invalid("TEMPORAL_TLS_CA_FILE", c.TLSCAFile, pathless(err))
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, invalid("TEMPORAL_TLS_CA_FILE", c.TLSCAFile, "holds no PEM certificate")
+		}
+	}
+	switch {
+	case c.TLSCertFile != "" && c.TLSKeyFile == "":
+		return nil, invalid("TEMPORAL_TLS_KEY_FILE", "", "want the key of TEMPORAL_TLS_CERT_FILE")
+	case c.TLSKeyFile != "" && c.TLSCertFile == "":
+		return nil, invalid("TEMPORAL_TLS_CERT_FILE", "", "want the certificate of TEMPORAL_TLS_KEY_FILE")
+	case c.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, invalid("TEMPORAL_TLS_CERT_FILE", c.TLSCertFile, "with TEMPORAL_TLS_KEY_FILE: "+err.Error())
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// UsesTLS reports whether Temporal is reached over TLS: TEMPORAL_TLS, any
+// other TLS setting, or an API key (Temporal Cloud takes one over TLS only).
+func (c TemporalClient) UsesTLS() bool {
+	return c.TLS || c.TLSCAFile != "" || c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSServer != "" || c.APIKey != ""
 }
 
 // allowlist normalizes the table allowlist. It has no default: cdcflow
@@ -239,7 +304,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("invalid %s=%q: %s", e.Var, e.Value, e.Reason)
+	return fmt.Sprintf("invalid %s=%q: %s", e.Var, redactValue(e.Var, e.Value), e.Reason)
 }
 
 func invalid(name string, value any, reason string) error {
@@ -247,8 +312,13 @@ func invalid(name string, value any, reason string) error {
 }
 
 // Process reads spec from the environment, reporting a bad value as *Error.
+// A secret setting (tagged secret:"true") may be given in a file instead,
+// named by <NAME>_FILE; see readSecretFiles.
 func Process(spec any) error {
 	err := envconfig.Process("", spec)
+	if err == nil {
+		err = readSecretFiles(spec)
+	}
 	var perr *envconfig.ParseError
 	if errors.As(err, &perr) {
 		reason := "want " + perr.TypeName

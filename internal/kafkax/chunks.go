@@ -232,9 +232,15 @@ type ChunkReader struct {
 	client *kafka.Client
 }
 
-// NewChunkReader returns a reader of the cluster at brokers.
+// NewChunkReader returns a reader of the cluster at brokers, reached
+// without TLS nor SASL; see Cluster.ChunkReader.
 func NewChunkReader(brokers []string) *ChunkReader {
-	return &ChunkReader{client: &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}}
+	return Plain(brokers).ChunkReader()
+}
+
+// ChunkReader returns a reader of the cluster.
+func (c *Cluster) ChunkReader() *ChunkReader {
+	return &ChunkReader{client: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 30 * time.Second, Transport: c.Transport}}
 }
 
 // fetchBytes bounds one fetch response; a record batch larger than that is

@@ -17,14 +17,16 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
-// Conn locates the Kafka cluster and the change topic. Programs embed it in
-// their configuration.
+// Conn locates the Kafka cluster and the change topic, and says how to
+// connect (Security). Programs embed it in their configuration.
 type Conn struct {
 	Brokers []string `envconfig:"KAFKA_BROKERS" default:"127.0.0.1:9092" desc:"comma-separated Kafka bootstrap brokers"`
 	Topic   string   `envconfig:"CDCFLOW_TOPIC" default:"cdcflow.changes" desc:"Kafka topic of change events"`
+	Security
 }
 
-// Validate reports a missing broker list or topic, naming the variable.
+// Validate reports a missing broker list or topic, or a wrong security
+// setting (see Security.Validate), naming the variable.
 func (c Conn) Validate() (variable string, err error) {
 	switch {
 	case len(c.Brokers) == 0:
@@ -32,7 +34,7 @@ func (c Conn) Validate() (variable string, err error) {
 	case c.Topic == "":
 		return "CDCFLOW_TOPIC", errors.New("want a topic name")
 	}
-	return "", nil
+	return c.Security.Validate()
 }
 
 // MaxMessageBytes is the size topics must accept (max.message.bytes, and
@@ -53,13 +55,20 @@ type WriterOptions struct {
 	AutoCreateTopic bool
 }
 
-// NewWriter returns a writer to topic that waits for acknowledgements from
+// NewWriter returns a writer to topic of the cluster at brokers, reached
+// without TLS nor SASL; see Cluster.Writer.
+func NewWriter(brokers []string, topic string, opts WriterOptions) *kafka.Writer {
+	return Plain(brokers).Writer(topic, opts)
+}
+
+// Writer returns a writer to topic that waits for acknowledgements from
 // all in-sync replicas, sends what it is given at once rather than lingering,
 // and routes messages by key hash so that all changes of a row share a
 // partition.
-func NewWriter(brokers []string, topic string, opts WriterOptions) *kafka.Writer {
+func (c *Cluster) Writer(topic string, opts WriterOptions) *kafka.Writer {
 	return &kafka.Writer{
-		Addr:                   kafka.TCP(brokers...),
+		Addr:                   kafka.TCP(c.Brokers...),
+		Transport:              c.Transport,
 		Topic:                  topic,
 		Balancer:               &kafka.Hash{},
 		RequiredAcks:           kafka.RequireAll,
@@ -86,9 +95,17 @@ func Message(ev event.Event, value []byte) kafka.Message {
 }
 
 // CreateTopics creates topics (name -> partitions) with replication factor 1
-// and room for the largest message, through the cluster's controller.
+// and room for the largest message, through the controller of the cluster
+// at brokers, reached without TLS nor SASL; see Cluster.CreateTopics.
 func CreateTopics(ctx context.Context, brokers []string, topics map[string]int32) error {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	return Plain(brokers).CreateTopics(ctx, topics)
+}
+
+// CreateTopics creates topics (name -> partitions) with replication factor 1
+// and room for the largest message, through the cluster's controller.
+func (c *Cluster) CreateTopics(ctx context.Context, topics map[string]int32) error {
+	brokers := c.Brokers
+	conn, err := c.Dialer.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return fmt.Errorf("connect to Kafka at %s: %w", brokers[0], err)
 	}
@@ -97,7 +114,7 @@ func CreateTopics(ctx context.Context, brokers []string, topics map[string]int32
 	if err != nil {
 		return fmt.Errorf("find the Kafka controller: %w", err)
 	}
-	cc, err := kafka.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
+	cc, err := c.Dialer.DialContext(ctx, "tcp", net.JoinHostPort(ctrl.Host, strconv.Itoa(ctrl.Port)))
 	if err != nil {
 		return fmt.Errorf("connect to the Kafka controller: %w", err)
 	}
@@ -114,9 +131,17 @@ func CreateTopics(ctx context.Context, brokers []string, topics map[string]int32
 }
 
 // LastMessages returns up to n of the newest messages of each partition of
-// topic: none when the topic does not exist.
+// topic of the cluster at brokers, reached without TLS nor SASL; see
+// Cluster.LastMessages.
 func LastMessages(ctx context.Context, brokers []string, topic string, n int) ([]kafka.Message, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	return Plain(brokers).LastMessages(ctx, topic, n)
+}
+
+// LastMessages returns up to n of the newest messages of each partition of
+// topic: none when the topic does not exist.
+func (c *Cluster) LastMessages(ctx context.Context, topic string, n int) ([]kafka.Message, error) {
+	brokers := c.Brokers
+	conn, err := c.Dialer.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return nil, fmt.Errorf("connect to Kafka at %s: %w", brokers[0], err)
 	}
@@ -130,7 +155,7 @@ func LastMessages(ctx context.Context, brokers []string, topic string, n int) ([
 	}
 	var out []kafka.Message
 	for _, p := range parts {
-		msgs, err := lastOfPartition(ctx, brokers[0], topic, p.ID, n)
+		msgs, err := c.lastOfPartition(ctx, brokers[0], topic, p.ID, n)
 		if err != nil {
 			return nil, err
 		}
@@ -139,8 +164,8 @@ func LastMessages(ctx context.Context, brokers []string, topic string, n int) ([
 	return out, nil
 }
 
-func lastOfPartition(ctx context.Context, broker, topic string, partition, n int) ([]kafka.Message, error) {
-	conn, err := kafka.DialLeader(ctx, "tcp", broker, topic, partition)
+func (c *Cluster) lastOfPartition(ctx context.Context, broker, topic string, partition, n int) ([]kafka.Message, error) {
+	conn, err := c.Dialer.DialLeader(ctx, "tcp", broker, topic, partition)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the leader of %s[%d]: %w", topic, partition, err)
 	}
@@ -174,13 +199,19 @@ func lastOfPartition(ctx context.Context, broker, topic string, partition, n int
 	}
 }
 
+// Ping asks the brokers, reached without TLS nor SASL, for topic's
+// metadata; see Cluster.Ping.
+func Ping(ctx context.Context, brokers []string, topic string) error {
+	return Plain(brokers).Ping(ctx, topic)
+}
+
 // Ping asks the brokers for topic's metadata: an error when none answers,
 // or the topic is not there.
-func Ping(ctx context.Context, brokers []string, topic string) error {
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
-	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+func (c *Cluster) Ping(ctx context.Context, topic string) error {
+	kc := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Timeout: 5 * time.Second, Transport: c.Transport}
+	md, err := kc.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return fmt.Errorf("ask Kafka at %s for topic %s: %w", strings.Join(brokers, ","), topic, err)
+		return fmt.Errorf("ask Kafka at %s for topic %s: %w", strings.Join(c.Brokers, ","), topic, err)
 	}
 	for _, t := range md.Topics {
 		if t.Name == topic && t.Error != nil {

@@ -79,6 +79,8 @@ type Poller struct {
 	// workflows went (metrics.DepKafka, metrics.DepTemporal); nil: not.
 	Health *metrics.Health
 
+	kafka *kafkax.Cluster // set by Run: the brokers, with TLS and SASL as configured
+
 	mu         sync.Mutex
 	partitions map[int]*partitionPoller // the partitions read now
 }
@@ -138,12 +140,27 @@ func (p *Poller) reading(pp *partitionPoller, done bool) {
 // committed offset. On cancellation, starts already under way finish and
 // commit (within StartGrace); batches not yet started are abandoned: their
 // offsets were never committed, so they are read again.
+//
+// Credentials or TLS settings the brokers refuse end Run at once with one
+// error saying so (see kafkax.Cluster.Check), rather than in retries.
 func (p *Poller) Run(ctx context.Context) error {
+	kc, err := p.cfg.Conn.Cluster()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = kc.Check(cctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	p.kafka = kc
 	search := p.batchSearchAttributes(ctx)
 	p.search.Store(&search)
 	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:               p.cfg.GroupID,
 		Brokers:          p.cfg.Brokers,
+		Dialer:           kc.Dialer,
 		Topics:           []string{p.cfg.Topic},
 		SessionTimeout:   p.cfg.SessionTimeout,
 		RebalanceTimeout: p.cfg.SessionTimeout,
@@ -253,6 +270,7 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 	pp.inFlight = make(chan struct{}, cfg.MaxInFlight)
 	reader := kafka.NewReader(kafka.ReaderConfig{
 		Brokers:       cfg.Brokers,
+		Dialer:        pp.p.kafka.Dialer,
 		Topic:         cfg.Topic,
 		Partition:     pp.partition,
 		MinBytes:      1,

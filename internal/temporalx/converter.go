@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zlib"
@@ -16,6 +17,7 @@ import (
 	tlog "go.temporal.io/sdk/log"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/event"
 )
 
@@ -105,23 +107,61 @@ func (largePayloadCodec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Paylo
 	return sdkZlib.Decode(payloads)
 }
 
-// Dial connects to Temporal with cdcflow's data converter, logging through log.
-// When nothing listens at address it says so at once, rather than after the
-// client's health check timed out.
-func Dial(ctx context.Context, address, namespace string, log *slog.Logger) (client.Client, error) {
+// Dial connects to Temporal as cfg says (address, namespace, TLS, client
+// certificate, API key) with cdcflow's data converter, logging through log.
+// When nothing listens at the address it says so at once, rather than after
+// the client's health check timed out.
+func Dial(ctx context.Context, cfg config.TemporalClient, log *slog.Logger) (client.Client, error) {
+	address := cfg.Address
+	opts, err := Options(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	probe, err := (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, "tcp", address)
 	if err != nil {
 		return nil, fmt.Errorf("connect to Temporal at %s (TEMPORAL_ADDRESS): %w; is the server running, and is TEMPORAL_ADDRESS its frontend's host:port?", address, err)
 	}
 	probe.Close()
-	c, err := client.DialContext(ctx, client.Options{
-		HostPort:      address,
-		Namespace:     namespace,
-		Logger:        tlog.NewStructuredLogger(log),
-		DataConverter: DataConverter(),
-	})
+	c, err := client.DialContext(ctx, opts)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Temporal at %s: %w", address, err)
+		return nil, fmt.Errorf("connect to Temporal at %s%s: %w", address, tlsHint(cfg, err), err)
 	}
 	return c, nil
+}
+
+// Options returns the client options of cfg: TLS when cfg.UsesTLS, the
+// API key as credentials.
+func Options(cfg config.TemporalClient, log *slog.Logger) (client.Options, error) {
+	tlsCfg, err := cfg.TLSConfig()
+	if err != nil {
+		return client.Options{}, err
+	}
+	opts := client.Options{
+		HostPort:          cfg.Address,
+		Namespace:         cfg.Namespace,
+		Logger:            tlog.NewStructuredLogger(log),
+		DataConverter:     DataConverter(),
+		ConnectionOptions: client.ConnectionOptions{TLS: tlsCfg},
+	}
+	if cfg.APIKey != "" {
+		opts.Credentials = client.NewAPIKeyStaticCredentials(cfg.APIKey)
+	}
+	return opts, nil
+}
+
+// tlsHint says which settings to look at when the connection failed, as the
+// gRPC errors of a TLS mismatch do not.
+func tlsHint(cfg config.TemporalClient, err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "x509:") || strings.Contains(msg, "certificate"):
+		return " (TLS: the frontend's certificate is not trusted; check TEMPORAL_TLS_CA_FILE and TEMPORAL_TLS_SERVER_NAME)"
+	case strings.Contains(msg, "first record does not look like a TLS handshake"):
+		return " (TLS: the frontend does not speak TLS; unset TEMPORAL_TLS)"
+	case !cfg.UsesTLS() && (strings.Contains(msg, "connection reset") || strings.Contains(msg, "EOF") || strings.Contains(msg, "http2")):
+		return " (does the frontend want TLS? set TEMPORAL_TLS=true)"
+	case strings.Contains(msg, "Unauthenticated") || strings.Contains(msg, "PermissionDenied"):
+		return " (check TEMPORAL_API_KEY, or the client certificate TEMPORAL_TLS_CERT_FILE)"
+	}
+	return ""
 }
