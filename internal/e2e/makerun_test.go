@@ -52,7 +52,7 @@ func TestMakeRunSmoke(t *testing.T) {
 		w.Close()
 	}()
 	defer func() {
-		devstack.Kill()
+		devstack.Stop(os.Interrupt, time.Minute) //nolint:errcheck // Ctrl-C, so that it removes its clusters; killed after a minute
 		if t.Failed() {
 			t.Logf("devstack output:\n%s", logs.String())
 		}
@@ -189,7 +189,7 @@ func TestMakeRunInterrupted(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() {
-				devstack.Kill()
+				devstack.Stop(os.Interrupt, time.Minute) //nolint:errcheck // Ctrl-C, so that it removes its clusters; killed after a minute
 				if t.Failed() {
 					t.Logf("devstack output:\n%s", out.String())
 				}
