@@ -2,8 +2,9 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
+
+	"github.com/cdcflow/cdcflow/internal/config"
 )
 
 // The banner's example rows: below the demo writer's keys (demoKeys).
@@ -24,7 +25,7 @@ type banner struct {
 }
 
 func (b banner) String() string {
-	source, dest := redactDSN(b.source), redactDSN(b.dest)
+	source, dest := config.RedactDSN(b.source), config.RedactDSN(b.dest)
 	var s strings.Builder
 	fmt.Fprintf(&s, "\ncdcflow is running. Ctrl-C stops everything.\n\n")
 	fmt.Fprintf(&s, "  source       %s\n", source)
@@ -72,47 +73,6 @@ func (b banner) String() string {
 	fmt.Fprintf(&s, "  psql \"$CDCFLOW_DEST_DSN\" -c 'ALTER TABLE employees DROP CONSTRAINT salary_positive'\n")
 	fmt.Fprintf(&s, "  dlq replay\n\n")
 	return s.String()
-}
-
-const redacted = "****"
-
-var (
-	// A password in a URL's query: password=, sslpassword=.
-	queryPassword = regexp.MustCompile(`(?i)([?&](?:ssl)?password=)[^&#]*`)
-	// A password in key=value pairs; the value may be quoted.
-	keywordPassword = regexp.MustCompile(`(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S*)`)
-)
-
-// redactDSN returns a PostgreSQL connection string, a URL or key=value
-// pairs, with every password replaced by ****.
-func redactDSN(dsn string) string {
-	scheme, rest, isURL := strings.Cut(dsn, "://")
-	if !isURL || (scheme != "postgres" && scheme != "postgresql") {
-		return keywordPassword.ReplaceAllString(dsn, "${1}"+redacted)
-	}
-	// As net/url (and so pgx) reads it: the fragment, then the query, are
-	// cut off; the authority ends at the first '/'; the user information
-	// ends at its last '@', and its password starts after the first ':'.
-	head, query := rest, ""
-	if i := strings.IndexAny(rest, "?#"); i >= 0 {
-		head, query = rest[:i], rest[i:]
-	}
-	authority, path := head, ""
-	if i := strings.IndexByte(head, '/'); i >= 0 {
-		authority, path = head[:i], head[i:]
-	}
-	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-		if user, _, ok := strings.Cut(authority[:at], ":"); ok {
-			authority = user + ":" + redacted + authority[at:]
-		}
-	} else if at := strings.LastIndexByte(rest, '@'); at >= 0 && !strings.Contains(rest[:at], "=") {
-		// An '@' past the authority, not in a query's value: a password
-		// holding an unescaped '/', '?' or '#'. Hide all from the first ':'.
-		if user, _, ok := strings.Cut(rest[:at], ":"); ok {
-			return scheme + "://" + user + ":" + redacted + rest[at:]
-		}
-	}
-	return scheme + "://" + authority + path + queryPassword.ReplaceAllString(query, "${1}"+redacted)
 }
 
 // shellQuote quotes s for a POSIX shell, unless it needs none.

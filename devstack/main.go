@@ -223,7 +223,7 @@ func (st *stack) postgres(ctx context.Context, dsn string, port int, settings ..
 func createDemoTable(ctx context.Context, dsn string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redactDSN(dsn), err)
+		return fmt.Errorf("connect to %s: %w", config.RedactDSN(dsn), err)
 	}
 	defer conn.Close(ctx)
 	return demo.CreateTable(ctx, conn)
