@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/metrics"
@@ -24,6 +25,18 @@ func run(ctx context.Context, args []string) error {
 	// either fails.
 	health := metrics.NewHealth(metrics.DepKafka, metrics.DepTemporal)
 	mp, err := metrics.Serve(ctx, cfg.MetricsAddr, health, log)
+	if err != nil {
+		return err
+	}
+	// Credentials or TLS settings the brokers refuse stop the starter at
+	// once, in one line, rather than in retries to join the group.
+	kc, err := cfg.Conn.Cluster()
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = kc.Check(cctx)
+	cancel()
 	if err != nil {
 		return err
 	}

@@ -140,17 +140,9 @@ func (p *Poller) reading(pp *partitionPoller, done bool) {
 // committed offset. On cancellation, starts already under way finish and
 // commit (within StartGrace); batches not yet started are abandoned: their
 // offsets were never committed, so they are read again.
-//
-// Credentials or TLS settings the brokers refuse end Run at once with one
-// error saying so (see kafkax.Cluster.Check), rather than in retries.
+// The brokers are reached with the TLS and SASL settings of Config.Conn.
 func (p *Poller) Run(ctx context.Context) error {
 	kc, err := p.cfg.Conn.Cluster()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = kc.Check(cctx)
-	cancel()
 	if err != nil {
 		return err
 	}
