@@ -44,7 +44,7 @@ func binary(t testing.TB, name string) string {
 		if binaries.err != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binaries.dir+"/", "./worker", "./starter", "./capture", "./dlq", "./devstack")
+		cmd := exec.Command("go", "build", "-o", binaries.dir+"/", "./worker", "./starter", "./capture", "./dlq", "./codec", "./devstack")
 		cmd.Dir = moduleRoot()
 		if out, err := cmd.CombinedOutput(); err != nil {
 			binaries.err = fmt.Errorf("go build: %v\n%s", err, out)
