@@ -7,7 +7,8 @@ import (
 
 func TestVariables(t *testing.T) {
 	got := Variables(TemporalClient{})
-	if want := []string{"TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE"}; !slices.Equal(got, want) {
+	if want := []string{"TEMPORAL_ADDRESS", "TEMPORAL_API_KEY", "TEMPORAL_NAMESPACE", "TEMPORAL_TLS", "TEMPORAL_TLS_CA_FILE",
+		"TEMPORAL_TLS_CERT_FILE", "TEMPORAL_TLS_KEY_FILE", "TEMPORAL_TLS_SERVER_NAME"}; !slices.Equal(got, want) {
 		t.Fatalf("Variables(TemporalClient{}) = %v, want %v", got, want)
 	}
 	// Embedded settings count, through pointers too.
