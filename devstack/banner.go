@@ -19,9 +19,11 @@ type banner struct {
 	source, dest   string // DSNs
 	brokers, topic string
 	temporal, ui   string
-	namespace      string // TEMPORAL_NAMESPACE when set
-	temporalCLI    string // directory of the temporal CLI; empty when none was found
-	programs       string // directory of the cdcflow programs, dlq among them
+	namespace      string      // TEMPORAL_NAMESPACE when set
+	temporalCLI    string      // directory of the temporal CLI; empty when none was found
+	programs       string      // directory of the cdcflow programs, dlq among them
+	codec          string      // http://host:port of the codec the Web UI uses
+	metrics        [][2]string // program, http://host:port of its metrics and health
 }
 
 func (b banner) String() string {
@@ -32,6 +34,16 @@ func (b banner) String() string {
 	fmt.Fprintf(&s, "  destination  %s\n", dest)
 	fmt.Fprintf(&s, "  kafka        %s (topic %s)\n", b.brokers, b.topic)
 	fmt.Fprintf(&s, "  temporal     %s\n  web ui       %s\n", b.temporal, b.ui)
+	if b.codec != "" {
+		fmt.Fprintf(&s, "  codec        %s (the Web UI shows compressed batches through it)\n", b.codec)
+	}
+	for i, m := range b.metrics {
+		label := ""
+		if i == 0 {
+			label = "metrics"
+		}
+		fmt.Fprintf(&s, "  %-11s  %-8s %s/metrics  %s/readyz\n", label, m[0], m[1], m[1])
+	}
 
 	fmt.Fprintf(&s, "\nInsert a row on the source:\n\n")
 	fmt.Fprintf(&s, "  psql %s -c \"INSERT INTO employees VALUES (%d, 'Ada', 'Lovelace', '1815-12-10', 'London', 5000)\"\n",

@@ -93,6 +93,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 }
 
+// metricsPorts are where the programs serve their metrics and health,
+// when those ports are free.
+var metricsPorts = map[string]int{"worker": 9101, "starter": 9102, "capture": 9103}
+
+// freePort returns port when it is free, else another free port.
+func freePort(port int) (int, error) {
+	if p := localsvc.PortOr(port); p != 0 {
+		return p, nil
+	}
+	return localsvc.FreePort()
+}
+
 // startUp starts the services and the programs, waits until capture reads
 // the log, and returns the programs' environment and what the banner says.
 func (st *stack) startUp(ctx context.Context, s settings) ([]string, banner, error) {
@@ -100,8 +112,18 @@ func (st *stack) startUp(ctx context.Context, s settings) ([]string, banner, err
 	if err != nil {
 		return nil, b, err
 	}
+	if err := st.start("codec", append(env, "CDCFLOW_CODEC_ADDR="+strings.TrimPrefix(b.codec, "http://"),
+		"CDCFLOW_CODEC_ORIGINS="+b.ui+","+strings.Replace(b.ui, "127.0.0.1", "localhost", 1))); err != nil {
+		return nil, b, err
+	}
 	for _, prog := range []string{"worker", "starter", "capture"} {
-		if err := st.start(prog, env); err != nil {
+		port, err := freePort(metricsPorts[prog])
+		if err != nil {
+			return nil, b, err
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
+		b.metrics = append(b.metrics, [2]string{prog, "http://" + addr})
+		if err := st.start(prog, append(env, "CDCFLOW_METRICS_ADDR="+addr)); err != nil {
 			return nil, b, err
 		}
 	}
@@ -153,10 +175,16 @@ func (st *stack) services(ctx context.Context, s settings) ([]string, banner, er
 			b.temporalCLI = filepath.Dir(bin)
 		}
 	}
+	// The codec the Web UI decodes compressed batches with.
+	codecPort, err := freePort(8089)
+	if err != nil {
+		return nil, b, err
+	}
+	b.codec = fmt.Sprintf("http://127.0.0.1:%d", codecPort)
 	b.temporal, b.ui = s.Temporal, "(external: see your Temporal Web UI)"
 	if b.temporal == "" {
 		t, err := localsvc.StartTemporal(ctx, localsvc.TemporalOptions{Port: localsvc.PortOr(7233), UI: true,
-			UIPort: localsvc.PortOr(8233), SearchAttributes: cdc.SearchAttributes})
+			UIPort: localsvc.PortOr(8233), UICodecEndpoint: b.codec, SearchAttributes: cdc.SearchAttributes})
 		if err != nil {
 			return nil, b, fmt.Errorf("start Temporal dev server: %w", err)
 		}

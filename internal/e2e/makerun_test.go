@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +63,7 @@ func TestMakeRunSmoke(t *testing.T) {
 	banner := map[string]string{}
 	var insert, exports string
 	var commands []string // the dead-letter section's, in order
+	var served []string   // the metrics and codec addresses
 	lines := bufio.NewScanner(stdout)
 	deadline := time.AfterFunc(3*time.Minute, devstack.Kill)
 	for lines.Scan() {
@@ -70,6 +72,8 @@ func TestMakeRunSmoke(t *testing.T) {
 			banner[f[0]] = f[1]
 		}
 		switch {
+		case strings.Contains(line, "/metrics  http://") || strings.HasPrefix(line, "  codec "):
+			served = append(served, strings.Fields(line)...)
 		case strings.HasPrefix(line, "  export "):
 			exports += line + "\n"
 		case strings.HasPrefix(line, "  psql ") && strings.Contains(line, "INSERT") && insert == "":
@@ -99,6 +103,33 @@ func TestMakeRunSmoke(t *testing.T) {
 		t.Fatalf("want the banner's 6 dead-letter commands, got %d: %q", len(commands), commands)
 	}
 	children := descendants(devstack.Pid())
+
+	// Every program's metrics, readiness and the codec answer where the
+	// banner says.
+	var urls []string
+	for _, f := range served {
+		if strings.HasPrefix(f, "http://") {
+			urls = append(urls, f)
+		}
+	}
+	if len(urls) != 7 { // 3 programs x (metrics, readyz), the codec
+		t.Fatalf("the banner names %d addresses for the metrics, readiness and codec, want 7: %q", len(urls), served)
+	}
+	for _, u := range urls {
+		if !strings.HasSuffix(u, "/metrics") && !strings.HasSuffix(u, "/readyz") {
+			u += "/healthz" // the codec
+		}
+		eventually(t, time.Minute, u+" to answer 200", func() (bool, string) {
+			resp, err := http.Get(u)
+			if err != nil {
+				return false, err.Error()
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ok := resp.StatusCode == http.StatusOK && (!strings.HasSuffix(u, "/metrics") || strings.Contains(string(body), "cdcflow_"))
+			return ok, fmt.Sprintf("%s: %.200s", resp.Status, body)
+		})
+	}
 
 	// Run the banner's command as a person would paste it.
 	eventually(t, time.Minute, "the banner's psql insert to succeed", func() (bool, string) {
