@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/metrics"
+	"github.com/cdcflow/cdcflow/internal/tracing"
 )
 
 // BatchApplier is what the apply activities need from the destination.
@@ -111,7 +115,15 @@ func (a *Apply) ApplyEvents(ctx context.Context, batch event.Batch, only []int, 
 	var failed []cdc.FailedEvent
 	if len(events) > 0 {
 		start := time.Now()
-		counts, failed, err = a.Applier.ApplyIsolating(ctx, events)
+		actx, span := tracing.Tracer().Start(ctx, "apply to the destination",
+			trace.WithAttributes(attribute.Int("cdcflow.events", len(events))))
+		counts, failed, err = a.Applier.ApplyIsolating(actx, events)
+		span.SetAttributes(attribute.Int("cdcflow.applied", counts.Applied), attribute.Int("cdcflow.superseded", counts.Superseded),
+			attribute.Int("cdcflow.duplicates", counts.Duplicates), attribute.Int("cdcflow.failed", len(failed)))
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End() // at the destination commit, or the failure
 		committed := time.Now()
 		a.Metrics.Batch(ctx, committed.Sub(start))
 		a.Health.Set(metrics.DepDestination, err)

@@ -22,10 +22,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/metrics"
+	"github.com/cdcflow/cdcflow/internal/tracing"
 )
 
 // Config is what capture needs.
@@ -255,10 +257,27 @@ func (c *Capture) prepare(ctx context.Context, events []event.Event) ([][]kafka.
 			writes = append(writes, append(msgs, chunks...))
 			msgs = nil
 		}
+		if tracing.Enabled() {
+			traceChange(ctx, ev, &last)
+		}
 		msgs = append(msgs, last)
 		ids = append(ids, ev.ActionID)
 	}
 	return append(writes, msgs), ids, parked, nil
+}
+
+// traceChange starts the change's trace: a span from its source commit to
+// its publishing, whose context the message carries on.
+func traceChange(ctx context.Context, ev event.Event, m *kafka.Message) {
+	opts := []trace.SpanStartOption{trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(
+		tracing.AttrTable.String(ev.Table), tracing.AttrOp.String(string(ev.Op)),
+		tracing.AttrEpoch.Int64(ev.Epoch), tracing.AttrActionID.Int64(ev.ActionID))}
+	if !ev.CommitTime.IsZero() {
+		opts = append(opts, trace.WithTimestamp(ev.CommitTime))
+	}
+	sctx, span := tracing.Tracer().Start(ctx, "capture "+ev.Table, opts...)
+	tracing.Inject(sctx, m)
+	span.End()
 }
 
 // moveSQL deletes published outbox rows and keeps those of changes too

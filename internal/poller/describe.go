@@ -10,6 +10,9 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/tracing"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/temporal"
@@ -20,7 +23,8 @@ type change struct {
 	table     string
 	op        event.Op
 	committed time.Time
-	large     bool // a manifest: its row image is read from its chunks
+	large     bool              // a manifest: its row image is read from its chunks
+	trace     trace.SpanContext // the change's trace, when it is traced
 }
 
 // tableCount is the changes of a batch to one table, by operation.
@@ -222,4 +226,34 @@ func (p *Poller) describeBatch(partition int, batch []entry) description {
 		}
 	}
 	return describe(p.cfg.Topic, partition, offsets, changes, poison)
+}
+
+// maxLinks bounds the changes a batch's span links to besides the one
+// whose trace it continues.
+const maxLinks = 128
+
+// traceBatch starts the span of a batch's start in the trace of its first
+// traced change, linking the others; Temporal's tracing interceptor
+// carries it into the workflow. Without traced changes ctx is returned.
+func traceBatch(ctx context.Context, id string, in cdc.BatchInput, batch []entry) (context.Context, func()) {
+	var parent trace.SpanContext
+	var links []trace.Link
+	for _, e := range batch {
+		switch sc := e.change.trace; {
+		case !sc.IsValid():
+		case !parent.IsValid():
+			parent = sc
+		case len(links) < maxLinks:
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	if !parent.IsValid() {
+		return ctx, func() {}
+	}
+	ctx, span := tracing.Tracer().Start(trace.ContextWithRemoteSpanContext(ctx, parent), "start batch",
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(attribute.String("cdcflow.workflow_id", id), attribute.Int("cdcflow.partition", in.Partition),
+			attribute.Int64("cdcflow.first_offset", in.FirstOffset), attribute.Int64("cdcflow.last_offset", in.LastOffset),
+			attribute.Int("cdcflow.events", in.EventCount)))
+	return ctx, func() { span.End() }
 }

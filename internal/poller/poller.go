@@ -25,6 +25,7 @@ import (
 	"github.com/cdcflow/cdcflow/internal/event"
 	"github.com/cdcflow/cdcflow/internal/kafkax"
 	"github.com/cdcflow/cdcflow/internal/metrics"
+	"github.com/cdcflow/cdcflow/internal/tracing"
 )
 
 // Config is what the poller needs; internal/config fills it from the
@@ -501,7 +502,9 @@ func (pp *partitionPoller) start(ctx context.Context, batch []entry, commit int6
 	sctx, cancel := graceContext(ctx, pp.p.cfg.StartGrace)
 	defer cancel()
 	began := time.Now()
-	run, err := pp.p.start(sctx, id, in, events, pp.p.describeBatch(pp.partition, batch))
+	tctx, traced := traceBatch(sctx, id, in, batch)
+	run, err := pp.p.start(tctx, id, in, events, pp.p.describeBatch(pp.partition, batch))
+	traced()
 	if err != nil {
 		<-pp.inFlight // stopped before the start was accepted: nothing to commit
 		return false
@@ -642,8 +645,12 @@ func (p *Poller) sort(partition int, m kafka.Message) (entry, event.Event, kafka
 	if err == nil {
 		var ev event.Event
 		if ev, err = event.Decode(m.Value); err == nil {
-			return entry{offset: m.Offset, value: m.Value,
-				change: change{table: ev.Table, op: ev.Op, committed: ev.CommitTime, large: ev.Chunks != nil}}, ev, c
+			e := entry{offset: m.Offset, value: m.Value,
+				change: change{table: ev.Table, op: ev.Op, committed: ev.CommitTime, large: ev.Chunks != nil}}
+			if tracing.Enabled() {
+				e.change.trace = tracing.Extract(m.Headers)
+			}
+			return e, ev, c
 		}
 	}
 	return p.poison(partition, m, err), event.Event{}, c

@@ -22,6 +22,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/cdcflow/cdcflow/internal/config"
+	"github.com/cdcflow/cdcflow/internal/tracing"
 )
 
 // ErrHelp is returned when -h was given and usage printed.
@@ -34,6 +35,9 @@ func Main(name string, run func(ctx context.Context, args []string) error) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:])
 	stop()
+	for _, f := range atExit {
+		f()
+	}
 	if err != nil && !errors.Is(err, ErrHelp) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
 		os.Exit(1)
@@ -64,7 +68,8 @@ func Settings[T any](name, about string, args []string, out io.Writer, load func
 }
 
 // Setup is a program's start-up in one call: the command line and settings
-// (see Settings), then the logger and the pprof endpoint (see Start).
+// (see Settings), then the logger and the pprof endpoint (see Start), and
+// trace export when the environment configures it (see internal/tracing).
 func Setup[T interface{ LogSettings() config.Log }](ctx context.Context, name, about string, args []string,
 	load func() (T, error)) (T, *slog.Logger, error) {
 	cfg, err := Settings(name, about, args, os.Stdout, load)
@@ -72,8 +77,26 @@ func Setup[T interface{ LogSettings() config.Log }](ctx context.Context, name, a
 		return cfg, nil, err
 	}
 	log, err := Start(ctx, cfg.LogSettings())
-	return cfg, log, err
+	if err != nil {
+		return cfg, log, err
+	}
+	shutdown, err := tracing.Setup(ctx, name, log)
+	if err != nil {
+		return cfg, log, err
+	}
+	atExit = append(atExit, func() {
+		// Send the spans still buffered, within a few seconds.
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("traces not all exported", "error", err)
+		}
+	})
+	return cfg, log, nil
 }
+
+// atExit runs when the program's run returns.
+var atExit []func()
 
 // Start returns the logger for the settings in l and, when l.PprofAddr is
 // set, serves Go's pprof profiles there until ctx ends.

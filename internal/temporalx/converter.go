@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	temporalotel "go.temporal.io/sdk/contrib/opentelemetry"
+
 	"github.com/klauspost/compress/zlib"
 	commonpb "go.temporal.io/api/common/v1"
 	"go.temporal.io/sdk/client"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"github.com/cdcflow/cdcflow/internal/tracing"
 )
 
 // CompressAbove is the payload size from which payloads are compressed.
@@ -145,6 +148,15 @@ func Options(cfg config.TemporalClient, log *slog.Logger) (client.Options, error
 	}
 	if cfg.APIKey != "" {
 		opts.Credentials = client.NewAPIKeyStaticCredentials(cfg.APIKey)
+	}
+	if tracing.Enabled() {
+		// Workflows, activities, signals and updates continue the trace of
+		// the context that started them (see internal/tracing).
+		ti, err := temporalotel.NewTracingInterceptor(temporalotel.TracerOptions{})
+		if err != nil {
+			return client.Options{}, err
+		}
+		opts.Interceptors = append(opts.Interceptors, ti)
 	}
 	return opts, nil
 }
