@@ -93,7 +93,9 @@ type span struct {
 	trace, id, parent, name, service string
 }
 
-func (s span) String() string { return fmt.Sprintf("%s/%s(%s<-%s)", s.service, s.name, s.id[:4], s.parent) }
+func (s span) String() string {
+	return fmt.Sprintf("%s/%s(%s<-%s)", s.service, s.name, s.id[:4], s.parent)
+}
 
 // spanReceiver takes OTLP/HTTP trace exports (protobuf) and keeps their
 // spans.
