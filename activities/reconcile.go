@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 
+	commonpb "go.temporal.io/api/common/v1"
+
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -110,12 +113,17 @@ func (r *Reconciler) redrive(ctx context.Context, id string) (parked, redriven b
 		in.ParkReason = fmt.Sprintf("the batch workflow closed without completing %d times, last as %s", count.Count,
 			info.Status.String())
 	}
-	_, err = r.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+	opts := client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                r.TaskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
-	}, cdc.WorkflowApplyBatch, in, events)
+		TypedSearchAttributes:    carriedSearchAttributes(info.GetSearchAttributes()),
+	}
+	// The new run explains itself as the closed one did.
+	opts.StaticSummary, _ = desc.GetStaticSummary()
+	opts.StaticDetails, _ = desc.GetStaticDetails()
+	_, err = r.Temporal.ExecuteWorkflow(ctx, opts, cdc.WorkflowApplyBatch, in, events)
 	var exists *serviceerror.WorkflowExecutionAlreadyStarted
 	if errors.As(err, &exists) {
 		return false, false, nil
@@ -148,4 +156,21 @@ func (r *Reconciler) input(ctx context.Context, id, runID string) (cdc.BatchInpu
 		return in, events, fmt.Errorf("decode input of batch %s: %w", id, err)
 	}
 	return in, events, nil
+}
+
+// carriedSearchAttributes are the batch search attributes the starter gave
+// a closed run (those the server has), for the run that replaces it.
+func carriedSearchAttributes(sa *commonpb.SearchAttributes) temporal.SearchAttributes {
+	fields := sa.GetIndexedFields()
+	dc := converter.GetDefaultDataConverter()
+	var updates []temporal.SearchAttributeUpdate
+	var tables []string
+	if p, ok := fields[cdc.SearchTables]; ok && dc.FromPayload(p, &tables) == nil {
+		updates = append(updates, temporal.NewSearchAttributeKeyKeywordList(cdc.SearchTables).ValueSet(tables))
+	}
+	var partition int64
+	if p, ok := fields[cdc.SearchPartition]; ok && dc.FromPayload(p, &partition) == nil {
+		updates = append(updates, temporal.NewSearchAttributeKeyInt64(cdc.SearchPartition).ValueSet(partition))
+	}
+	return temporal.NewSearchAttributes(updates...)
 }

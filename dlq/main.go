@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	commonpb "go.temporal.io/api/common/v1"
+	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
@@ -156,6 +158,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if len(groups) == 0 {
+		fmt.Fprintf(out, "no parked dead letter group matches (%s)\n", f.Query())
+		return nil
+	}
 	if cmd == "list" {
 		list(out, groups, time.Now())
 		fmt.Fprintf(out, "%d dead letter groups matched\n", len(groups))
@@ -197,13 +203,24 @@ func decide(ctx context.Context, tc client.Client, id, name string, payload any,
 	if err == nil {
 		err = h.Get(ctx, &res)
 	}
+	var timeout *client.WorkflowUpdateServiceTimeoutOrCanceledError
+	var notFound *serviceerror.NotFound
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("no answer within %v; the decision may still be under way (the worker down, or the destination)", wait), false
+	case ctx.Err() != nil || errors.As(err, &timeout):
+		return fmt.Sprintf("no answer within %v; the decision may still be under way (the worker down, or the destination): "+
+			"query the group's status before deciding again", wait), false
+	case errors.As(err, &notFound) || (err != nil && (strings.Contains(err.Error(), "already completed") ||
+		strings.Contains(err.Error(), " already"))):
+		// Listed as parked a moment ago: another person or dlq decided it since.
+		return "decided already, elsewhere (" + err.Error() + ")", true
 	case err != nil:
 		return "refused: " + err.Error(), false
 	case len(res.StillParked) > 0:
-		return fmt.Sprintf("%s; still parked: %s: %s", res.Outcome, strings.Join(res.StillParked, ", "), res.Error), false
+		line := cmp.Or(res.Outcome, "failed again") + "; still parked: " + strings.Join(res.StillParked, ", ")
+		if res.Error != "" {
+			line += ": " + res.Error
+		}
+		return line, false
 	case res.Error != "":
 		return "failed: " + res.Error, false
 	}

@@ -59,8 +59,9 @@ func (o *Offsets) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// maxRange bounds one range of ParseOffsets, which expands it in memory.
-const maxRange = 1 << 20
+// maxOffsets bounds how many offsets ParseOffsets expands in memory: far
+// more than a batch holds.
+const maxOffsets = 1 << 20
 
 // ParseOffsets reads offsets written as ranges, "1000-1999,2005".
 func ParseOffsets(s string) (Offsets, error) {
@@ -80,11 +81,17 @@ func ParseOffsets(s string) (Offsets, error) {
 				return nil, fmt.Errorf("offsets %q: %q is not an offset", s, hi)
 			}
 		}
-		if last < first || last-first >= maxRange || (len(out) > 0 && first <= out[len(out)-1]) {
+		if last < first || (len(out) > 0 && first <= out[len(out)-1]) {
 			return nil, fmt.Errorf("offsets %q: %q is not an ascending range", s, part)
 		}
-		for n := first; n <= last; n++ {
+		if last-first >= maxOffsets-int64(len(out)) {
+			return nil, fmt.Errorf("offsets %q: more than %d offsets", s, maxOffsets)
+		}
+		for n := first; ; n++ {
 			out = append(out, n)
+			if n == last {
+				break
+			}
 		}
 	}
 	return out, nil

@@ -30,7 +30,8 @@ func TestOffsetsReadAsRanges(t *testing.T) {
 	if err := json.Unmarshal([]byte(`{"offsets":[4,5,9]}`), &in); err != nil || !slices.Equal(in.Offsets, Offsets{4, 5, 9}) {
 		t.Fatalf("array of offsets: %v (%v)", in.Offsets, err)
 	}
-	for _, bad := range []string{`"9-4"`, `"4,4"`, `"x"`, `"1-"`, `"5,3"`, `"0-99999999999"`, `7`} {
+	for _, bad := range []string{`"9-4"`, `"4,4"`, `"x"`, `"1-"`, `"5,3"`, `"0-99999999999"`, `7`,
+		`"9223372036854775807-9223372036854775807,0"`, `"0-600000,700000-1300000"`} {
 		var o Offsets
 		if err := json.Unmarshal([]byte(bad), &o); err == nil || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: %v, want a one-line error", bad, err)

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -52,9 +51,15 @@ func TestDestinationOutage(t *testing.T) {
 	if n := p.count(`SELECT count(*) FROM cdcflow.dead_letters`); n != 0 {
 		t.Fatalf("%d dead letters after an outage, want none", n)
 	}
-	if n := p.count(`SELECT count(*) FROM cdcflow.processed_events`); int64(n) < written {
-		t.Fatalf("%d changes applied, %d written", n, written)
-	}
+	// The destination can equal the source before every change is
+	// recorded: a batch that failed during the outage may still wait for
+	// its next retry while a later batch of its partition (up to
+	// CDCFLOW_MAX_IN_FLIGHT run at once) applied newer changes to the same
+	// rows. Its changes arrive, superseded, with that retry.
+	eventually(t, 3*time.Minute, "every change written to be applied", func() (bool, string) {
+		n := p.count(`SELECT count(*) FROM cdcflow.processed_events`)
+		return int64(n) >= written, fmt.Sprintf("%d changes applied, %d written", n, written)
+	})
 	if out := worker.out.String(); !containsAll(out, "apply batch failed, will retry") {
 		t.Fatalf("the outage left no trace in the worker's log:\n%s", out)
 	}
@@ -67,7 +72,8 @@ func TestDestinationOutage(t *testing.T) {
 	resp.Body.Close()
 	transient := regexp.MustCompile(`cdcflow_apply_errors_total\{error_class="Transient"[^}]*\} (\d+)`).FindSubmatch(body)
 	applied := regexp.MustCompile(`cdcflow_apply_events_total\{outcome="applied"[^}]*\} (\d+)`).FindSubmatch(body)
-	if transient == nil || string(transient[1]) == "0" || applied == nil || strings.Contains(string(body), "cdcflow_dead_letters_total{") {
+	parked := regexp.MustCompile(`cdcflow_dead_letters_total\{[^}]*\} [1-9]`).Match(body) // a transient failure is never parked
+	if transient == nil || string(transient[1]) == "0" || applied == nil || parked {
 		t.Fatalf("metrics after the outage:\n%s", body)
 	}
 	t.Logf("metrics: %s transient apply errors, %s events applied", transient[1], applied[1])

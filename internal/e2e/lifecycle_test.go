@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -53,6 +54,13 @@ func TestClosedBatchesAreRedriven(t *testing.T) {
 		}
 		if st := desc.RawResponse.WorkflowExecutionInfo.Status; st != enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED {
 			t.Fatalf("batch %s is %s, want completed after the reconciler ran it again", id, st)
+		}
+		// The new run explains itself, and is found, as the first did.
+		if summary, err := desc.GetStaticSummary(); err != nil || !strings.Contains(summary, " to public.employees") {
+			t.Errorf("redriven batch %s has the summary %q (%v)", id, summary, err)
+		}
+		if _, ok := desc.RawResponse.WorkflowExecutionInfo.GetSearchAttributes().GetIndexedFields()[cdc.SearchTables]; !ok {
+			t.Errorf("redriven batch %s lacks %s", id, cdc.SearchTables)
 		}
 	}
 }

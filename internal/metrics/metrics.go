@@ -206,6 +206,10 @@ func ObserveOpenDeadLetters(mp metric.MeterProvider, count func(context.Context)
 		return err
 	}
 	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		// A scrape collects every metric under one lock: a destination
+		// that does not answer must not hold them all.
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
 		n, err := count(ctx)
 		if err != nil {
 			return err

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
@@ -193,13 +194,13 @@ var (
 // startOptions adds the batch's description to opts: its summary and
 // details, and the search attributes the server has.
 func (s *searchable) startOptions(opts *client.StartWorkflowOptions, in *cdc.BatchInput, d description) {
-	opts.StaticSummary, opts.StaticDetails = d.summary, d.details
+	opts.StaticSummary, opts.StaticDetails = clamp(d.summary, maxSummary), clamp(d.details, maxDetails)
 	if s == nil {
 		return
 	}
 	var updates []temporal.SearchAttributeUpdate
-	if s.tables && len(d.tables) > 0 {
-		updates = append(updates, searchTables.ValueSet(d.tables))
+	if tables := fit(d.tables, maxTablesValue); s.tables && len(tables) > 0 {
+		updates = append(updates, searchTables.ValueSet(tables))
 	}
 	if s.partition {
 		updates = append(updates, searchPartition.ValueSet(int64(in.Partition)))
@@ -256,4 +257,36 @@ func traceBatch(ctx context.Context, id string, in cdc.BatchInput, batch []entry
 			attribute.Int64("cdcflow.first_offset", in.FirstOffset), attribute.Int64("cdcflow.last_offset", in.LastOffset),
 			attribute.Int("cdcflow.events", in.EventCount)))
 	return ctx, func() { span.End() }
+}
+
+// Temporal's limits: user metadata of 400 bytes of summary and 20,000 of
+// details, and 2 KB a search attribute value; cdcflow keeps below them.
+const (
+	maxSummary     = 300
+	maxDetails     = 16000
+	maxTablesValue = 1500
+)
+
+// clamp cuts s to at most n bytes, at a rune boundary, marking the cut.
+func clamp(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[:n-len("…")]
+	for !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s + "…"
+}
+
+// fit is the tables whose names (JSON-quoted) fit n bytes together; a
+// batch of more tables is found by the first ones only.
+func fit(tables []string, n int) []string {
+	size := 2
+	for i, t := range tables {
+		if size += len(t) + 3; size > n {
+			return tables[:i]
+		}
+	}
+	return tables
 }

@@ -1,13 +1,17 @@
 package poller
 
 import (
+	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cdcflow/cdcflow/internal/cdc"
 	"github.com/cdcflow/cdcflow/internal/event"
+	"go.temporal.io/sdk/client"
 )
 
 func TestDescribeABatch(t *testing.T) {
@@ -55,5 +59,32 @@ func TestDescribeABatch(t *testing.T) {
 	poison := describe("t", 1, cdc.Offsets{9}, nil, 1)
 	if poison.summary != "0 changes, 1 undecodable message · partition 1 · offsets 9" || len(poison.tables) != 0 {
 		t.Errorf("summary of a poison batch: %s, tables %v", poison.summary, poison.tables)
+	}
+}
+
+// TestDescriptionsStayWithinTemporalsLimits: a batch of many tables with
+// long names gets a summary, details and CdcTables within Temporal's limits.
+func TestDescriptionsStayWithinTemporalsLimits(t *testing.T) {
+	var changes []change
+	for i := range 300 {
+		changes = append(changes, change{table: fmt.Sprintf("public.%s_%03d", strings.Repeat("ü", 40), i), op: event.OpInsert})
+	}
+	offsets := make(cdc.Offsets, len(changes))
+	for i := range offsets {
+		offsets[i] = int64(i)
+	}
+	d := describe("t", 0, offsets, changes, 0)
+	var opts client.StartWorkflowOptions
+	var in cdc.BatchInput
+	(&searchable{tables: true, partition: true, outcome: true}).startOptions(&opts, &in, d)
+	if len(opts.StaticSummary) > maxSummary || !utf8.ValidString(opts.StaticSummary) || !strings.HasSuffix(opts.StaticSummary, "…") {
+		t.Errorf("summary of %d bytes: %q", len(opts.StaticSummary), opts.StaticSummary)
+	}
+	if len(opts.StaticDetails) > maxDetails || !utf8.ValidString(opts.StaticDetails) {
+		t.Errorf("details of %d bytes", len(opts.StaticDetails))
+	}
+	tables, ok := opts.TypedSearchAttributes.GetKeywordList(searchTables)
+	if b, _ := json.Marshal(tables); !ok || len(b) > maxTablesValue || len(tables) == 0 || len(tables) == len(d.tables) {
+		t.Errorf("CdcTables of %d bytes, %d of %d tables", len(b), len(tables), len(d.tables))
 	}
 }

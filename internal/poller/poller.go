@@ -253,6 +253,9 @@ func (e entry) size() int {
 // outbox row), and no longer holds the batches after it.
 const abandonedRunAge = time.Minute
 
+// fetchWait is the readers' MaxWait: room for a 16 MB fetch response.
+const fetchWait = 5 * time.Second
+
 // run reads the partition from offset until stop (the poller is stopped) or
 // gen (the partition was revoked) ends.
 func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
@@ -262,13 +265,18 @@ func (pp *partitionPoller) run(stop, gen context.Context, offset int64) {
 	cfg := pp.p.cfg
 	pp.inFlight = make(chan struct{}, cfg.MaxInFlight)
 	reader := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:       cfg.Brokers,
-		Dialer:        pp.p.kafka.Dialer,
-		Topic:         cfg.Topic,
-		Partition:     pp.partition,
-		MinBytes:      1,
-		MaxBytes:      16 << 20,
-		MaxWait:       250 * time.Millisecond,
+		Brokers:   cfg.Brokers,
+		Dialer:    pp.p.kafka.Dialer,
+		Topic:     cfg.Topic,
+		Partition: pp.partition,
+		MinBytes:  1,
+		MaxBytes:  16 << 20,
+		// The whole fetch response must arrive within MaxWait (kafka-go
+		// sets it as the read deadline; the broker answers as soon as a
+		// message is there, MinBytes). With 250 ms, a response of several
+		// MB of a large change's chunks came too late under load, and was
+		// fetched again, and again: the partition stood still.
+		MaxWait:       fetchWait,
 		QueueCapacity: cfg.MaxEvents,
 		ErrorLogger:   pp.p.kafkaLogger(),
 	})
@@ -602,10 +610,13 @@ func (p *Poller) start(ctx context.Context, id string, in cdc.BatchInput, events
 		cancel()
 		var invalid *serviceerror.InvalidArgument
 		if errors.As(err, &invalid) && opts.TypedSearchAttributes.Size() > 0 && strings.Contains(invalid.Message, "search attribute") {
-			// The server lost an attribute since the poller started: start
-			// without them rather than not at all.
-			p.log.Warn("the server refused a batch's search attributes: starting batches without them", "error", err)
-			p.search.Store(&searchable{})
+			// Start without them rather than not at all. An attribute the
+			// server no longer has is left off every batch from now on;
+			// a value it refuses (too large), off this batch.
+			p.log.Warn("the server refused a batch's search attributes: starting it without them", "workflow_id", id, "error", err)
+			if !strings.Contains(invalid.Message, "size") {
+				p.search.Store(&searchable{})
+			}
 			opts.TypedSearchAttributes, in.SetOutcome = temporal.SearchAttributes{}, false
 			continue
 		}

@@ -2,6 +2,7 @@ package temporalx
 
 import (
 	"bytes"
+	"compress/zlib"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -9,7 +10,9 @@ import (
 	"strings"
 	"testing"
 
+	commonpb "go.temporal.io/api/common/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cdcflow/cdcflow/internal/event"
 )
@@ -91,5 +94,23 @@ func TestCodecServerShowsCompressedBatchesAsJSON(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Errorf("malformed body: %s, want 400", resp.Status)
+	}
+}
+
+// TestCodecRefusesAPayloadThatExpandsWithoutEnd: a small compressed
+// payload that would expand past MaxDecodedPayload is refused, not
+// decompressed into memory.
+func TestCodecRefusesAPayloadThatExpandsWithoutEnd(t *testing.T) {
+	var zeros bytes.Buffer
+	w := zlib.NewWriter(&zeros)
+	inner, err := proto.Marshal(&commonpb.Payload{Data: make([]byte, MaxDecodedPayload+10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(inner) //nolint:errcheck // a bytes.Buffer
+	w.Close()
+	bomb := &commonpb.Payload{Metadata: map[string][]byte{"encoding": []byte("binary/zlib")}, Data: zeros.Bytes()}
+	if _, err := (largePayloadCodec{}).Decode([]*commonpb.Payload{bomb}); err == nil || !strings.Contains(err.Error(), "expands past") {
+		t.Fatalf("decoding %d bytes that expand to %d: %v", len(bomb.Data), len(inner), err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strings"
@@ -70,10 +71,8 @@ func (c batchJSON) FromPayload(p *commonpb.Payload, valuePtr any) error {
 }
 
 // largePayloadCodec compresses payloads of CompressAbove bytes or more, at
-// zlib's fastest level. Decoding is the SDK's zlib codec.
+// zlib's fastest level, in the format of the SDK's zlib codec.
 type largePayloadCodec struct{}
-
-var sdkZlib = converter.NewZlibCodec(converter.ZlibCodecOptions{})
 
 func (largePayloadCodec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
 	out := make([]*commonpb.Payload, len(payloads))
@@ -106,8 +105,39 @@ func (largePayloadCodec) Encode(payloads []*commonpb.Payload) ([]*commonpb.Paylo
 	return out, nil
 }
 
+// MaxDecodedPayload bounds what one compressed payload may expand to: far
+// above a batch (at most CDCFLOW_BATCH_MAX_BYTES of events, 1.5 MB), and
+// low enough that a crafted payload sent to the codec server cannot
+// exhaust memory.
+const MaxDecodedPayload = 64 << 20
+
+// Decode undoes Encode, in the SDK's "binary/zlib" format; other payloads
+// pass unchanged.
 func (largePayloadCodec) Decode(payloads []*commonpb.Payload) ([]*commonpb.Payload, error) {
-	return sdkZlib.Decode(payloads)
+	out := make([]*commonpb.Payload, len(payloads))
+	for i, p := range payloads {
+		if string(p.GetMetadata()[converter.MetadataEncoding]) != "binary/zlib" {
+			out[i] = p
+			continue
+		}
+		r, err := zlib.NewReader(bytes.NewReader(p.GetData()))
+		if err != nil {
+			return nil, fmt.Errorf("decompress payload: %w", err)
+		}
+		b, err := io.ReadAll(io.LimitReader(r, MaxDecodedPayload+1))
+		r.Close()
+		if err != nil {
+			return nil, fmt.Errorf("decompress payload: %w", err)
+		}
+		if len(b) > MaxDecodedPayload {
+			return nil, fmt.Errorf("decompress payload: it expands past %d bytes", MaxDecodedPayload)
+		}
+		out[i] = &commonpb.Payload{}
+		if err := proto.Unmarshal(b, out[i]); err != nil {
+			return nil, fmt.Errorf("decompressed payload: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // Dial connects to Temporal as cfg says (address, namespace, TLS, client
