@@ -47,13 +47,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	// Credentials or TLS settings the brokers refuse stop capture at once,
 	// in one line; brokers not reachable yet are waited for.
-	kc, err := cfg.Conn.Cluster()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = kc.Check(cctx)
-	cancel()
+	kc, err := cfg.Conn.Connect(ctx)
 	if err != nil {
 		return err
 	}

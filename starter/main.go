@@ -5,7 +5,6 @@ package main
 
 import (
 	"context"
-	"time"
 
 	"github.com/cdcflow/cdcflow/internal/config"
 	"github.com/cdcflow/cdcflow/internal/metrics"
@@ -30,14 +29,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	// Credentials or TLS settings the brokers refuse stop the starter at
 	// once, in one line, rather than in retries to join the group.
-	kc, err := cfg.Conn.Cluster()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = kc.Check(cctx)
-	cancel()
-	if err != nil {
+	if _, err := cfg.Conn.Connect(ctx); err != nil {
 		return err
 	}
 	tc, err := temporalx.Dial(ctx, cfg.TemporalClient, log)

@@ -42,13 +42,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	// Credentials or TLS settings the brokers refuse stop the worker at
 	// once, in one line, rather than when it first parks a change.
-	kc, err := cfg.Conn.Cluster()
-	if err != nil {
-		return err
-	}
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	err = kc.Check(cctx)
-	cancel()
+	kc, err := cfg.Conn.Connect(ctx)
 	if err != nil {
 		return err
 	}

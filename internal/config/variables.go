@@ -10,26 +10,9 @@ import (
 // spec is a settings value or a pointer to one, e.g. config.Worker{}.
 func Variables(spec any) []string {
 	var names []string
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		if t.Kind() != reflect.Struct {
-			return
-		}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if name, ok := f.Tag.Lookup("envconfig"); ok && name != "" {
-				names = append(names, name)
-				continue
-			}
-			if f.Anonymous {
-				walk(f.Type)
-			}
-		}
-	}
-	walk(reflect.TypeOf(spec))
+	walkFields(reflect.TypeOf(spec), func(f reflect.StructField, _ []int) {
+		names = append(names, f.Tag.Get("envconfig"))
+	})
 	slices.Sort(names)
 	return slices.Compact(names)
 }

@@ -138,6 +138,22 @@ func (c Conn) Cluster() (*Cluster, error) {
 	return nil, fmt.Errorf("invalid %s: %w", variable, err)
 }
 
+// Connect returns the cluster of c once its brokers accepted c's
+// credentials and TLS settings (see Check), within 15 s: what they refuse
+// stops a program at once, in one line.
+func (c Conn) Connect(ctx context.Context) (*Cluster, error) {
+	kc, err := c.Cluster()
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := kc.Check(cctx); err != nil {
+		return nil, err
+	}
+	return kc, nil
+}
+
 // Plain returns the cluster at brokers, reached without TLS nor SASL.
 func Plain(brokers []string) *Cluster {
 	return newCluster(brokers, Security{}, nil, nil)
