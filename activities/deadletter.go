@@ -123,6 +123,10 @@ func (d *DeadLetters) Settle(ctx context.Context, settled []cdc.Settlement) erro
 		return nil
 	}
 	if err := d.Store.Settle(ctx, settled); err != nil {
+		if errors.Is(err, deadletter.ErrNotRecorded) {
+			// Retrying would hold the group's decisions for good.
+			return temporal.NewNonRetryableApplicationError(err.Error(), "DeadLetterNotRecorded", err)
+		}
 		return err
 	}
 	by := map[cdc.State]int{}

@@ -5,7 +5,10 @@ package deadletter
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -145,7 +148,12 @@ func (s *Store) Open(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Settle records the decisions taken on parked changes.
+// ErrNotRecorded is a decision on a change the dead_letters table lacks (a
+// row deleted by hand): trying again cannot help.
+var ErrNotRecorded = errors.New("not in cdcflow.dead_letters")
+
+// Settle records the decisions taken on parked changes, all or none: a
+// change the table lacks fails it with ErrNotRecorded.
 func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
 	var ids, states, outcomes []string
 	seen := make(map[string]bool, len(settled))
@@ -155,13 +163,26 @@ func (s *Store) Settle(ctx context.Context, settled []cdc.Settlement) error {
 			ids, states, outcomes = append(ids, st.ID), append(states, string(st.State)), append(outcomes, st.Outcome)
 		}
 	}
-	tag, err := s.pool.Exec(ctx, `UPDATE cdcflow.dead_letters d SET state = s.state, outcome = s.outcome, decided_at = now()
-		FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, state, outcome) WHERE d.id = s.id`, ids, states, outcomes)
-	if err != nil {
-		return fmt.Errorf("settle %d dead letters: %w", len(settled), err)
-	}
-	if n := tag.RowsAffected(); n != int64(len(ids)) {
-		return fmt.Errorf("settle %d dead letters: %d found", len(ids), n)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE cdcflow.dead_letters d SET state = s.state, outcome = s.outcome, decided_at = now()
+			FROM unnest($1::text[], $2::text[], $3::text[]) AS s(id, state, outcome) WHERE d.id = s.id RETURNING d.id`, ids, states, outcomes)
+		if err != nil {
+			return fmt.Errorf("settle %d dead letters: %w", len(ids), err)
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("settle %d dead letters: %w", len(ids), err)
+		}
+		if len(found) != len(ids) {
+			var missing []string
+			for _, id := range ids {
+				if !slices.Contains(found, id) {
+					missing = append(missing, id)
+				}
+			}
+			return fmt.Errorf("settle %d dead letters: %s %w; nothing was recorded: decide the others by ID",
+				len(ids), strings.Join(missing, ", "), ErrNotRecorded)
+		}
+		return nil
+	})
 }
