@@ -145,14 +145,18 @@ func (d *deadLetter) query() (cdc.DeadLetterStatus, error) { return d.status, ni
 // corrected row image.
 func (d *deadLetter) replaySignal(ctx workflow.Context, raw json.RawMessage) {
 	req, err := parseReplay(raw)
-	d.decide(ctx, err, func() error {
-		ids, err := d.replayTargets(req)
-		if err != nil {
-			return err
-		}
-		d.replay(ctx, ids, req.After)
-		return nil
-	})
+	d.decide(ctx, err, func() error { return d.replayRequest(ctx, req) })
+}
+
+// replayRequest replays the changes req names (all still parked when none),
+// or refuses the request.
+func (d *deadLetter) replayRequest(ctx workflow.Context, req cdc.ReplayRequest) error {
+	ids, err := d.replayTargets(req)
+	if err != nil {
+		return err
+	}
+	d.replay(ctx, ids, req.After)
+	return nil
 }
 
 // discardSignal gives changes up, for the payload's reason.
@@ -198,17 +202,7 @@ func (d *deadLetter) replayUpdate(ctx workflow.Context, raw json.RawMessage) (cd
 	if err != nil {
 		return cdc.DecisionResult{}, err
 	}
-	if err := d.lock.Lock(ctx); err != nil {
-		return cdc.DecisionResult{}, err
-	}
-	defer d.lock.Unlock()
-	// A decision by signal may have come since validation.
-	ids, err := d.replayTargets(req)
-	if err != nil {
-		return cdc.DecisionResult{}, err
-	}
-	d.replay(ctx, ids, req.After)
-	return d.result(), nil
+	return d.answer(ctx, func() error { return d.replayRequest(ctx, req) })
 }
 
 // validateDiscard refuses a discard update before it is accepted.
@@ -227,11 +221,18 @@ func (d *deadLetter) discardUpdate(ctx workflow.Context, raw json.RawMessage) (c
 	if err != nil {
 		return cdc.DecisionResult{}, err
 	}
+	return d.answer(ctx, func() error { return d.discard(ctx, req) })
+}
+
+// answer runs act under the lock for an update, and answers with what came
+// of it. A decision by signal may have come since the update was
+// validated: act checks the request again.
+func (d *deadLetter) answer(ctx workflow.Context, act func() error) (cdc.DecisionResult, error) {
 	if err := d.lock.Lock(ctx); err != nil {
 		return cdc.DecisionResult{}, err
 	}
 	defer d.lock.Unlock()
-	if err := d.discard(ctx, req); err != nil {
+	if err := act(); err != nil {
 		return cdc.DecisionResult{}, err
 	}
 	return d.result(), nil
